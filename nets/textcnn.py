@@ -1,0 +1,163 @@
+"""The sentence CNN of Kim (2014), "Convolutional Neural Networks for Sentence Classification".
+
+Embeddings -> parallel 1-D convolutions of several widths -> activation -> pooling over
+time -> dropout -> dense output. Embedding modes follow the paper: `rand` (random,
+trained), `static` (pretrained, frozen), `non-static` (pretrained, fine-tuned) and
+`multichannel` (a frozen and a fine-tuned copy; every filter sees both channels and
+their responses add up).
+
+Convolution follows the lectures' definitions: a `narrow` convolution of width w over
+n tokens has n - w + 1 outputs; a `wide` one pads w - 1 zeros on each side and has
+n + w - 1. Padding positions are zero vectors (as in Kim's code) and pooling only sees
+positions that overlap the sentence, so a batch's padding never changes a sentence's
+output. A sentence shorter than a narrow filter still gets one window (the sentence
+followed by zeros).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nets.config import option
+from nets.models import Network
+
+TASK = "classification"
+DATA = "text"
+EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
+PAD = 0
+
+# Kim (2014): Adadelta (rho 0.95), batch 50, dropout 0.5, max-norm 3, 25 epochs.
+DEFAULTS = dict(optimizer="adadelta", learning_rate=1.0, batch_size=50, num_epochs=25,
+                max_norm=3.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  embed_dim: int = option(300, "Word embedding size (must match --embeddings if given).",
+                          low=1)
+  embedding_mode: str = option(
+      "rand", "rand: random trained embeddings; static / non-static / multichannel need "
+      "--embeddings (frozen / fine-tuned / both as two channels).", choices=EMBEDDING_MODES)
+  embeddings: str = option(
+      "", "Pretrained word vectors: word2vec .bin/.txt or GloVe .txt (optionally .gz).")
+  embeddings_format: str = option(
+      "auto", "Format of --embeddings.",
+      choices=("auto", "word2vec_bin", "word2vec_txt", "glove"))
+  filter_widths: tuple = option((3, 4, 5), "Convolution filter widths (comma-separated).",
+                                low=1)
+  num_filters: int = option(100, "Feature maps per filter width.", low=1)
+  conv: str = option("wide", "narrow: n-w+1 outputs; wide: n+w-1 (zero-padded).",
+                     choices=("narrow", "wide"))
+  activation: str = option("relu", "Nonlinearity after the convolution.",
+                           choices=("relu", "tanh"))
+  pooling: str = option("max", "Pooling over time.", choices=("max", "avg"))
+  dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
+                          high=0.99)
+
+
+def conv_output_length(n: int, width: int, conv: str) -> int:
+  """Number of valid outputs of a convolution of `width` over `n` tokens."""
+  return n + width - 1 if conv == "wide" else max(n - width + 1, 1)
+
+
+class TextCNN(nn.Module):
+  config: Config
+  vocab_size: int
+  num_outputs: int
+
+  @nn.compact
+  def __call__(self, tokens_BxL, length_B, *, train: bool):
+    cfg = self.config
+    uniform = nn.initializers.uniform(scale=0.5)  # U[0, .5] shifted below: Kim's U[-.25, .25]
+    embed_init = lambda *a: uniform(*a) - 0.25
+    channels = []
+    if cfg.embedding_mode in ("rand", "non-static", "multichannel"):
+      channels.append(nn.Embed(self.vocab_size, cfg.embed_dim, embedding_init=embed_init,
+                               name="embed")(tokens_BxL))
+    if cfg.embedding_mode in ("static", "multichannel"):
+      frozen = nn.Embed(self.vocab_size, cfg.embed_dim, embedding_init=embed_init,
+                        name="frozen_embed")(tokens_BxL)
+      channels.append(jax.lax.stop_gradient(frozen))
+    # Two channels side by side: a filter over 2*D features is one filter per channel,
+    # summed, which is Kim's multichannel rule.
+    x_BxLxC = jnp.concatenate(channels, axis=-1)
+    x_BxLxC = x_BxLxC * (tokens_BxL != PAD)[..., None].astype(x_BxLxC.dtype)
+
+    L = tokens_BxL.shape[1]
+    positions = jnp.arange(L + max(cfg.filter_widths) - 1)
+    act = {"relu": nn.relu, "tanh": jnp.tanh}[cfg.activation]
+    pooled = []
+    for w in cfg.filter_widths:
+      pad = (w - 1, w - 1) if cfg.conv == "wide" else (0, max(w - L, 0))
+      xw = jnp.pad(x_BxLxC, ((0, 0), pad, (0, 0)))
+      h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID",
+                            name=f"conv{w}")(xw))
+      T = h_BxTxF.shape[1]
+      valid_BxT = positions[None, :T] < _valid_outputs(length_B, w, cfg.conv)[:, None]
+      pooled.append(_pool(h_BxTxF, valid_BxT, cfg.pooling))
+    z = jnp.concatenate(pooled, axis=-1)
+    z = nn.Dropout(cfg.dropout, deterministic=not train)(z)
+    return nn.Dense(self.num_outputs, name="output")(z)
+
+
+def _valid_outputs(length_B, width: int, conv: str):
+  if conv == "wide":
+    return jnp.maximum(length_B, 1) + width - 1
+  return jnp.maximum(length_B - width + 1, 1)
+
+
+def _pool(h_BxTxF, valid_BxT, kind: str):
+  valid = valid_BxT[..., None]
+  if kind == "max":
+    return jnp.max(jnp.where(valid, h_BxTxF, -jnp.inf), axis=1)
+  count = jnp.maximum(valid.sum(axis=1), 1)
+  return jnp.sum(jnp.where(valid, h_BxTxF, 0.0), axis=1) / count
+
+
+def build(config: Config, data_info) -> Network:
+  """The sentence CNN as (init, apply) over batches {"tokens", "length"}.
+
+  data_info needs .vocab_size, .num_outputs and, for pretrained modes, .pretrained
+  (a [vocab_size, embed_dim] array) — see nets.data.datasets.
+  """
+  module = TextCNN(config, data_info.vocab_size, data_info.num_outputs)
+  pretrained = getattr(data_info, "pretrained", None)
+  if config.embedding_mode != "rand" and pretrained is None:
+    raise ValueError("pretrained embedding modes need data_info.pretrained")
+
+  def init(rng):
+    tokens = jnp.zeros((1, max(config.filter_widths)), jnp.int32)
+    params = module.init({"params": rng}, tokens, jnp.ones((1,), jnp.int32),
+                         train=False)["params"]
+    if pretrained is not None:
+      params = dict(params)
+      table = jnp.asarray(pretrained, jnp.float32)
+      for name in ("embed", "frozen_embed"):
+        if name in params:
+          params[name] = {"embedding": table}
+    return params
+
+  def apply(params, batch, *, train: bool = False, rng=None):
+    rngs = {"dropout": rng} if train else {}
+    return module.apply({"params": params}, batch["tokens"], batch["length"],
+                        train=train, rngs=rngs)
+
+  return Network(init=init, apply=apply)
+
+
+def check(cfg) -> None:
+  """Cross-flag rules of this family (single-field ranges are in the field metadata)."""
+  from nets.errors import ConfigError
+  mc = cfg.model_config
+  if mc.embedding_mode != "rand" and not mc.embeddings:
+    raise ConfigError(f"--embedding_mode={mc.embedding_mode} needs --embeddings=PATH "
+                      "(word2vec .bin/.txt or GloVe .txt), or use --embedding_mode=rand")
+  if mc.embeddings and mc.embedding_mode == "rand":
+    raise ConfigError("--embeddings is given but --embedding_mode=rand ignores it: pass "
+                      "--embedding_mode=static, non-static or multichannel")

@@ -1,0 +1,351 @@
+"""One trainer for every model family: a jitted pure step over one TrainState pytree.
+
+The state holds everything that changes during training (params, optimizer state, step,
+rng), so a checkpoint is the state and resuming is restoring it. The data order depends
+only on (seed, step) and the step's rng is the state's rng folded with the step, so an
+interrupted and resumed run computes exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from nets import losses, models, optim, parallel, regularizers
+from nets.checkpoint import Checkpoints
+from nets.config import Config, resolve_workdir
+from nets.data import datasets, pipeline
+from nets.errors import ConfigError, UserError
+from nets.metrics_writer import MetricWriter
+
+# Changing these between runs in one workdir is fine; anything else is another experiment.
+RESUMABLE_CHANGES = {"num_epochs", "max_steps", "eval_every", "checkpoint_every",
+                     "keep_checkpoints", "log_every", "progress", "tensorboard", "workdir",
+                     "data_dir", "data_mirror"}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+# --- tasks: what a family's outputs are scored by --------------------------------------
+
+def classification_loss(network: models.Network, loss: str) -> Callable:
+  """(params, batch, rng, train) -> (mean loss, sums of metrics over the batch).
+
+  Sums (with their `count`) let evaluation average exactly over padded batches.
+  """
+
+  def loss_fn(params, batch, rng, train):
+    logits = network.apply(params, batch, train=train, rng=rng)
+    per_example = losses.per_example(loss, logits, batch["label"])
+    weight = batch.get("mask", jnp.ones_like(per_example))
+    count = weight.sum()
+    correct = (losses.predict(loss, logits) == batch["label"]) * weight
+    sums = {"loss": jnp.sum(per_example * weight), "accuracy": correct.sum(), "count": count}
+    return sums["loss"] / jnp.maximum(count, 1.0), sums
+
+  return loss_fn
+
+
+TASKS = {"classification": classification_loss}
+
+
+# --- the step ---------------------------------------------------------------------------
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Config):
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def objective(params):
+      loss, sums = loss_fn(params, batch, rng, True)
+      penalty = regularizers.penalty(params, l1_weight=cfg.l1, l2_weight=cfg.l2,
+                                     frobenius_weight=cfg.frobenius)
+      return loss + penalty, (loss, sums, penalty)
+
+    grads, (loss, sums, penalty) = jax.grad(objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = regularizers.max_norm(params, cfg.max_norm)
+    metrics = {"loss": loss, "accuracy": sums["accuracy"] / sums["count"],
+               "penalty": penalty, "grad_norm": optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(loss_fn: Callable):
+  return lambda params, batch: loss_fn(params, batch, None, False)[1]
+
+
+def init_state(network: models.Network, tx, seed: int):
+  def init(rng):
+    params_rng, rng = jax.random.split(rng)
+    params = network.init(params_rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=rng)
+  return init
+
+
+class Trainer:
+  """A family, its data and the compiled steps for one run (one CV fold)."""
+
+  def __init__(self, cfg: Config, data: datasets.Data, mesh=None):
+    self.cfg, self.data = cfg, data
+    self.family = models.get(cfg.model)
+    self.mesh = mesh or parallel.make_mesh()
+    parallel.check_batch_size(cfg.batch_size, self.mesh)
+    # Evaluation-only trainers (no training split) still need a step count for schedules.
+    self.steps_per_epoch = (pipeline.steps_per_epoch(data.train, cfg.batch_size)
+                            if data.train is not None else 1)
+    if self.steps_per_epoch == 0:
+      raise ConfigError(f"--batch_size={cfg.batch_size} is larger than the "
+                        f"{pipeline.num_examples(data.train)} training examples")
+    self.total_steps = cfg.num_epochs * self.steps_per_epoch
+    if cfg.max_steps:
+      self.total_steps = min(self.total_steps, cfg.max_steps)
+    self.network = self.family.build(cfg.model_config, data)
+    self.loss_fn = TASKS[self.family.TASK](self.network, cfg.loss)
+    self.tx = optim.make(cfg, self.total_steps)
+
+    self.replicated = parallel.replicated(self.mesh)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self._init = init_state(self.network, self.tx, cfg.seed)
+    abstract = jax.eval_shape(self._init, jax.random.PRNGKey(cfg.seed))
+    self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract, self.state_sharding)
+    self.train_step = jax.jit(
+        make_train_step(self.loss_fn, self.tx, cfg),
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+    self.eval_step = jax.jit(
+        make_eval_step(self.loss_fn),
+        in_shardings=(self.state_sharding.params, self.batch_sharding),
+        out_shardings=self.replicated)
+
+  def initial_state(self) -> TrainState:
+    # Not jitted: a pretrained embedding table would become a compile-time constant.
+    return jax.device_put(self._init(jax.random.PRNGKey(self.cfg.seed)), self.state_sharding)
+
+  def put(self, batch: dict) -> dict:
+    return parallel.put_batch(batch, self.batch_sharding)
+
+  def batches(self, start_step: int):
+    rows = parallel.local_slice(self.cfg.batch_size)
+    it = pipeline.train_batches(self.data.train, self.cfg.batch_size, self.cfg.seed,
+                                start_step, rows)
+    return pipeline.prefetch(it, self.put)
+
+  def evaluate(self, params, arrays: dict, batch_size: int | None = None) -> dict:
+    """Mean of every metric over all examples of `arrays`."""
+    batch_size = batch_size or self.cfg.batch_size
+    rows = parallel.local_slice(batch_size)
+    totals = None
+    for batch in pipeline.eval_batches(arrays, batch_size, rows):
+      sums = self.eval_step(params, self.put(batch))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = max(float(totals.pop("count")), 1.0)
+    return {k: float(v) / count for k, v in totals.items()}
+
+  def evaluate_splits(self, params) -> dict:
+    out = {}
+    for split in ("valid", "test"):
+      arrays = getattr(self.data, split)
+      if arrays is not None:
+        out.update({f"{split}/{k}": v for k, v in self.evaluate(params, arrays).items()})
+    return out
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def train_and_evaluate(cfg: Config, workdir: str | None = None) -> dict:
+  """Trains (every CV fold if asked), writes config, metrics, checkpoints, summary.json."""
+  workdir = workdir or resolve_workdir(cfg)
+  os.makedirs(workdir, exist_ok=True)
+  _check_same_experiment(cfg, workdir)
+  _write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
+  raw = datasets.load_raw(cfg)
+  if not cfg.cv_folds:
+    summary = run(cfg, datasets.prepare(raw, cfg), workdir)
+  else:
+    folds = []
+    for fold in range(cfg.cv_folds):
+      fold_dir = os.path.join(workdir, f"fold{fold:02d}")
+      os.makedirs(fold_dir, exist_ok=True)
+      _write_json(os.path.join(fold_dir, "config.json"), cfg.to_dict())
+      folds.append(run(cfg, datasets.prepare(raw, cfg, fold), fold_dir,
+                       desc=f"fold {fold + 1}/{cfg.cv_folds}"))
+    summary = cross_validation_summary(folds)
+  _write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> dict:
+  done = _read_json(os.path.join(workdir, "summary.json"))
+  trainer = Trainer(cfg, data)
+  if done and done.get("steps") == trainer.total_steps:
+    print(f"{workdir}: already trained for {done['steps']} steps; summary.json kept")
+    return done
+  if jax.process_index() == 0:
+    _write_json(os.path.join(workdir, "data.json"), data.describe())
+    if data.vocab is not None:
+      data.vocab.save(os.path.join(workdir, "vocab.txt"))
+
+  checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints)
+  writer = MetricWriter(workdir, tensorboard=cfg.tensorboard)
+  start = checkpoints.latest_step()
+  if start is None:
+    state, start = trainer.initial_state(), 0
+  else:
+    state = checkpoints.restore(trainer.abstract_state)
+    print(f"{workdir}: resuming from step {start}")
+  writer.truncate_after(start)
+
+  spe, total = trainer.steps_per_epoch, trainer.total_steps
+  eval_every = cfg.eval_every or spe
+  checkpoint_every = cfg.checkpoint_every or eval_every
+  pending, last_saved = [], start
+  t_log, n_log = time.perf_counter(), 0
+  t0 = time.perf_counter()
+  bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not cfg.progress,
+             dynamic_ncols=True, mininterval=0.5)
+  step = start
+  try:
+    batches = trainer.batches(start)
+    for step in range(start + 1, total + 1):
+      state, metrics = trainer.train_step(state, next(batches))
+      pending.append(metrics)
+      n_log += 1
+      bar.update(1)
+      if step % cfg.log_every == 0 or step == total:
+        # Fetching waits only for the steps already dispatched; the device keeps busy.
+        logged = _mean(jax.device_get(pending))
+        pending = []
+        if not math.isfinite(logged["loss"]):
+          raise UserError(f"training diverged: train/loss is {logged['loss']} at step "
+                          f"{step}; lower --learning_rate or set --grad_clip")
+        now = time.perf_counter()
+        logged["examples_per_s"] = n_log * cfg.batch_size / (now - t_log)
+        t_log, n_log = now, 0
+        bar.set_postfix(loss=f"{logged['loss']:.4f}",
+                        ex_s=f"{logged['examples_per_s']:.0f}")
+        writer.write(step, step / spe, {f"train/{k}": v for k, v in logged.items()})
+      if step % eval_every == 0 or step == total:
+        evals = trainer.evaluate_splits(state.params)
+        writer.write(step, step / spe, evals)
+        if checkpoints.save_if_best(step, state, evals):
+          evals["best"] = 1
+        bar.write(f"step {step} epoch {step / spe:.2f}: " + "  ".join(
+            f"{k} {v:.4f}" for k, v in evals.items() if k != "best"))
+      if step % checkpoint_every == 0 or step == total:
+        checkpoints.save(step, state)
+        last_saved = step
+  except KeyboardInterrupt:
+    if step != last_saved:
+      checkpoints.save(step, state, force=True)
+    checkpoints.close()
+    raise UserError(f"interrupted at step {step}: checkpoint saved in {workdir}; rerun the "
+                    "same command to resume")
+  finally:
+    bar.close()
+    writer.close()
+  checkpoints.close()
+
+  final = trainer.evaluate_splits(state.params)
+  best = _read_json(os.path.join(workdir, "best", "best.json")) or {}
+  selected = best.get("metrics", final)
+  summary = {"steps": total, "epochs": total / spe, "best_step": best.get("step", total),
+             "selected_on": checkpoints.best_metric,
+             **{k: v for k, v in selected.items() if k != "best"},
+             "final": final, "wall_time_s": time.perf_counter() - t0,
+             "resumed_from": start}
+  if jax.process_index() == 0:
+    _write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def cross_validation_summary(folds: list[dict]) -> dict:
+  keys = [k for k, v in folds[0].items() if isinstance(v, (int, float)) and "/" in k]
+  out = {"folds": len(folds)}
+  for k in keys:
+    values = np.array([f[k] for f in folds], np.float64)
+    out[k] = float(values.mean())
+    out[k + "_std"] = float(values.std())
+  out["per_fold"] = folds
+  return out
+
+
+def _mean(metrics: list[dict]) -> dict:
+  return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+
+
+def _check_same_experiment(cfg: Config, workdir: str) -> None:
+  old = _read_json(os.path.join(workdir, "config.json"))
+  if old is None:
+    return
+  new = json.loads(json.dumps(cfg.to_dict()))
+  changed = sorted(k for k in set(old) | set(new)
+                   if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+  if changed:
+    raise ConfigError(f"workdir {workdir} holds a run with a different config (differs in: "
+                      f"{', '.join(changed)}): use another --workdir, or the same flags to "
+                      "resume")
+
+
+def restore_for_eval(workdir: str, which: str = "best"):
+  """(cfg, trainer, state) from a finished or running workdir, for evaluation."""
+  from nets import config as config_lib
+  from nets.data import text
+  cfg_dict = _read_json(os.path.join(workdir, "config.json"))
+  info = _read_json(os.path.join(workdir, "data.json"))
+  if cfg_dict is None or info is None:
+    raise UserError(f"{workdir} is not a training workdir (no config.json/data.json): pass "
+                    "the --workdir of a run of experiments.train")
+  cfg = config_lib.from_dict(cfg_dict)
+  vocab_path = os.path.join(workdir, "vocab.txt")
+  vocab = text.Vocab.load(vocab_path) if os.path.exists(vocab_path) else None
+  data = datasets.Data.from_description(info, vocab)
+  trainer = Trainer(cfg, data)
+  checkpoints = Checkpoints(workdir)
+  state = checkpoints.restore(trainer.abstract_state, which=which)
+  if state is None and which == "best":
+    state = checkpoints.restore(trainer.abstract_state, which="latest")
+  checkpoints.close()
+  if state is None:
+    raise UserError(f"no checkpoint in {workdir}: train first, or pass another --workdir")
+  return cfg, trainer, state
+
+
+def _read_json(path: str):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+  if jax.process_index() != 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
