@@ -1,0 +1,1 @@
+"""Data loading: file sources (`sources`) and text-classification data (`text`)."""

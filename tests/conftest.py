@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny configs and tiny label-first datasets that train in seconds."""
+
+import os
+import pathlib
+import random
+
+import pytest
+
+from nets import textcnn
+from nets.config import Config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir():
+  """The real shared data (CI sets NETS_DATA_DIR=../shared/data), or None."""
+  d = os.environ.get("NETS_DATA_DIR")
+  return d if d and os.path.isdir(d) else None
+
+
+def tiny_textcnn(**kw):
+  base = dict(embed_dim=8, filter_widths=(2, 3), num_filters=4, dropout=0.5)
+  base.update(kw)
+  return textcnn.Config(**base)
+
+
+def tiny_config(workdir, train_file, test_file=None, **kw) -> Config:
+  model_kw = {k: kw.pop(k) for k in list(kw) if k in textcnn.Config.__dataclass_fields__}
+  base = dict(model="textcnn", dataset="file", train_file=str(train_file),
+              test_file=str(test_file) if test_file else "", workdir=str(workdir),
+              batch_size=8, num_epochs=2, optimizer="adam", learning_rate=0.01,
+              max_norm=3.0, progress=False, tensorboard=False, log_every=5,
+              model_config=tiny_textcnn(**model_kw))
+  base.update(kw)
+  return Config(**base)
+
+
+def write_keyword_dataset(path, n, seed, num_classes=2):
+  """Sentences whose label is given by which keyword they contain: learnable in seconds."""
+  rng = random.Random(seed)
+  fillers = "the a movie film plot actor scene story was is quite very rather".split()
+  keywords = ["good great", "bad awful", "meh okay"][:num_classes]
+  lines = []
+  for _ in range(n):
+    label = rng.randrange(num_classes)
+    words = [rng.choice(fillers) for _ in range(rng.randint(1, 9))]
+    words.insert(rng.randint(0, len(words)), rng.choice(keywords[label].split()))
+    lines.append(f"{label} {' '.join(words)}\n")
+  pathlib.Path(path).write_text("".join(lines))
+  return path
+
+
+@pytest.fixture
+def keyword_files(tmp_path):
+  train = write_keyword_dataset(tmp_path / "train.txt", 96, seed=0)
+  test = write_keyword_dataset(tmp_path / "test.txt", 40, seed=1)
+  return train, test
