@@ -84,6 +84,9 @@ class Config:
   max_len: int = option(
       0, "Pad/truncate sentences to this many tokens (0: longest training sentence, "
       "capped at 512).", low=0)
+  bucket_by_length: bool = option(
+      True, "Batch sentences of similar length together and pad each batch only to its "
+      "bucket (8, 16, 32, ... tokens): same results per sentence, much less padding.")
   min_freq: int = option(1, "Drop words seen fewer times in training (they map to <unk>).", low=1)
   phrases: bool = option(
       True, "SST only: train on every labelled phrase of the training trees, as Kim does "
@@ -110,6 +113,10 @@ class Config:
                             choices=SCHEDULES)
   warmup_steps: int = option(0, "Linear warm-up steps.", low=0)
   grad_clip: float = option(0.0, "Clip gradients to this global L2 norm (0: off).", low=0.0)
+  sparse_updates: bool = option(
+      True, "Update only the embedding rows a batch uses (exact for sgd, adagrad, rmsprop "
+      "and adadelta; momentum and adam always update densely). Much faster for large "
+      "vocabularies.")
   loss: str = option(
       "softmax_xent", "Training loss: softmax_xent, sigmoid_xent (binary datasets, one "
       "logit) or hinge (multiclass margin).", choices=LOSSES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from nets.config import Config
@@ -43,10 +44,27 @@ def is_frozen(path) -> bool:
   return any(str(getattr(k, "key", k)).startswith("frozen") for k in path)
 
 
+def make_rows(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+  """The same optimizer, applied to the rows of an embedding table (see nets.sparse)."""
+  return base_optimizer(cfg.optimizer, schedule(cfg, total_steps), cfg.momentum)
+
+
+def clip_by_global_norm(grads, max_norm: float):
+  """Scales all gradients together so their global L2 norm is at most max_norm (0: off)."""
+  if not max_norm:
+    return grads
+  norm = optax.global_norm(grads)
+  scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
+  return jax.tree.map(lambda g: g * scale, grads)
+
+
 def make(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+  """The optimizer for dense parameters; frozen ones get zero updates.
+
+  Clipping is not part of it: the train step clips every gradient (dense and row-sparse)
+  by one global norm first.
+  """
   tx = base_optimizer(cfg.optimizer, schedule(cfg, total_steps), cfg.momentum)
-  if cfg.grad_clip:
-    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
   labels = lambda params: jax.tree_util.tree_map_with_path(
       lambda p, _: "frozen" if is_frozen(p) else "trained", params)
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

@@ -29,6 +29,8 @@ from nets.models import Network
 
 TASK = "classification"
 DATA = "text"
+# Embedding modules looked up by batch["tokens"]: eligible for row-sparse updates.
+TOKEN_TABLES = ("embed", "frozen_embed")
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 PAD = 0
 
@@ -67,43 +69,49 @@ def conv_output_length(n: int, width: int, conv: str) -> int:
 
 
 class TextCNN(nn.Module):
+  """Convolutions, pooling and output over already-embedded sentences [B, L, C]."""
+
   config: Config
-  vocab_size: int
   num_outputs: int
 
   @nn.compact
-  def __call__(self, tokens_BxL, length_B, *, train: bool):
+  def __call__(self, x_BxLxC, length_B, *, train: bool):
     cfg = self.config
-    uniform = nn.initializers.uniform(scale=0.5)  # U[0, .5] shifted below: Kim's U[-.25, .25]
-    embed_init = lambda *a: uniform(*a) - 0.25
-    channels = []
-    if cfg.embedding_mode in ("rand", "non-static", "multichannel"):
-      channels.append(nn.Embed(self.vocab_size, cfg.embed_dim, embedding_init=embed_init,
-                               name="embed")(tokens_BxL))
-    if cfg.embedding_mode in ("static", "multichannel"):
-      frozen = nn.Embed(self.vocab_size, cfg.embed_dim, embedding_init=embed_init,
-                        name="frozen_embed")(tokens_BxL)
-      channels.append(jax.lax.stop_gradient(frozen))
-    # Two channels side by side: a filter over 2*D features is one filter per channel,
-    # summed, which is Kim's multichannel rule.
-    x_BxLxC = jnp.concatenate(channels, axis=-1)
-    x_BxLxC = x_BxLxC * (tokens_BxL != PAD)[..., None].astype(x_BxLxC.dtype)
-
-    L = tokens_BxL.shape[1]
+    L = x_BxLxC.shape[1]
     positions = jnp.arange(L + max(cfg.filter_widths) - 1)
     act = {"relu": nn.relu, "tanh": jnp.tanh}[cfg.activation]
     pooled = []
     for w in cfg.filter_widths:
       pad = (w - 1, w - 1) if cfg.conv == "wide" else (0, max(w - L, 0))
       xw = jnp.pad(x_BxLxC, ((0, 0), pad, (0, 0)))
-      h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID",
-                            name=f"conv{w}")(xw))
+      h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID", name=f"conv{w}")(xw))
       T = h_BxTxF.shape[1]
       valid_BxT = positions[None, :T] < _valid_outputs(length_B, w, cfg.conv)[:, None]
       pooled.append(_pool(h_BxTxF, valid_BxT, cfg.pooling))
     z = jnp.concatenate(pooled, axis=-1)
     z = nn.Dropout(cfg.dropout, deterministic=not train)(z)
     return nn.Dense(self.num_outputs, name="output")(z)
+
+
+def embed(params, tokens_BxL):
+  """Looks tokens up in every embedding table (a frozen one under stop_gradient).
+
+  Two channels side by side: a filter over 2*D features is one filter per channel,
+  summed, which is Kim's multichannel rule. PAD positions are zero vectors, as in Kim.
+  """
+  channels = []
+  if "embed" in params:
+    channels.append(jnp.take(params["embed"]["embedding"], tokens_BxL, axis=0))
+  if "frozen_embed" in params:
+    channels.append(jax.lax.stop_gradient(
+        jnp.take(params["frozen_embed"]["embedding"], tokens_BxL, axis=0)))
+  x = jnp.concatenate(channels, axis=-1)
+  return x * (tokens_BxL != PAD)[..., None].astype(x.dtype)
+
+
+def embedding_tables(config: Config) -> tuple:
+  return {"rand": ("embed",), "non-static": ("embed",), "static": ("frozen_embed",),
+          "multichannel": ("embed", "frozen_embed")}[config.embedding_mode]
 
 
 def _valid_outputs(length_B, width: int, conv: str):
@@ -126,27 +134,32 @@ def build(config: Config, data_info) -> Network:
   data_info needs .vocab_size, .num_outputs and, for pretrained modes, .pretrained
   (a [vocab_size, embed_dim] array) — see nets.data.datasets.
   """
-  module = TextCNN(config, data_info.vocab_size, data_info.num_outputs)
+  module = TextCNN(config, data_info.num_outputs)
   pretrained = getattr(data_info, "pretrained", None)
   if config.embedding_mode != "rand" and pretrained is None:
     raise ValueError("pretrained embedding modes need data_info.pretrained")
+  tables = embedding_tables(config)
+  channels = len(tables) * config.embed_dim
 
   def init(rng):
-    tokens = jnp.zeros((1, max(config.filter_widths)), jnp.int32)
-    params = module.init({"params": rng}, tokens, jnp.ones((1,), jnp.int32),
-                         train=False)["params"]
+    embed_rng, rng = jax.random.split(rng)
+    x = jnp.zeros((1, max(config.filter_widths), channels), jnp.float32)
+    params = dict(module.init({"params": rng}, x, jnp.ones((1,), jnp.int32),
+                              train=False)["params"])
     if pretrained is not None:
-      params = dict(params)
       table = jnp.asarray(pretrained, jnp.float32)
-      for name in ("embed", "frozen_embed"):
-        if name in params:
-          params[name] = {"embedding": table}
+    else:  # Kim's CNN-rand: U[-0.25, 0.25]
+      table = jax.random.uniform(embed_rng, (data_info.vocab_size, config.embed_dim),
+                                 jnp.float32, -0.25, 0.25)
+    for name in tables:
+      params[name] = {"embedding": table}
     return params
 
   def apply(params, batch, *, train: bool = False, rng=None):
     rngs = {"dropout": rng} if train else {}
-    return module.apply({"params": params}, batch["tokens"], batch["length"],
-                        train=train, rngs=rngs)
+    module_params = {k: v for k, v in params.items() if k not in TOKEN_TABLES}
+    return module.apply({"params": module_params}, embed(params, batch["tokens"]),
+                        batch["length"], train=train, rngs=rngs)
 
   return Network(init=init, apply=apply)
 

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from nets import losses, models, optim, parallel, regularizers
+from nets import losses, models, optim, parallel, regularizers, sparse
 from nets.checkpoint import Checkpoints
 from nets.config import Config, resolve_workdir
 from nets.data import datasets, pipeline
@@ -67,10 +67,24 @@ TASKS = {"classification": classification_loss}
 
 # --- the step ---------------------------------------------------------------------------
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Config):
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Config,
+                    sparse_tables: tuple = (), row_tx=None, vocab_size: int = 0):
+  """A pure (state, batch) -> (state, metrics) step.
+
+  sparse_tables: embedding modules (looked up by batch["tokens"]) whose rows are updated
+  row-sparsely (nets.sparse); empty for the dense path.
+  """
+  decay = sparse.ACCUMULATOR_DECAY.get(cfg.optimizer, 1.0)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
+    params = state.params
+    tables = [t for t in sparse_tables if t in params]
+    if tables:
+      ids, tokens = sparse.unique_ids(batch["tokens"], vocab_size)
+      batch = {**batch, "tokens": tokens}
+      params = {**params, **{t: {"embedding": sparse.gather(params[t]["embedding"], ids)}
+                             for t in tables}}
 
     def objective(params):
       loss, sums = loss_fn(params, batch, rng, True)
@@ -78,13 +92,27 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Co
                                      frobenius_weight=cfg.frobenius)
       return loss + penalty, (loss, sums, penalty)
 
-    grads, (loss, sums, penalty) = jax.grad(objective, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params = regularizers.max_norm(params, cfg.max_norm)
+    grads, (loss, sums, penalty) = jax.grad(objective, has_aux=True)(params)
+    grad_norm = optax.global_norm(grads)
+    grads = optim.clip_by_global_norm(grads, cfg.grad_clip)
+    dense = lambda tree: {k: v for k, v in tree.items() if k not in tables}
+    updates, dense_opt = tx.update(dense(grads), state.opt_state["dense"],
+                                   dense(state.params))
+    new_params = optax.apply_updates(dense(state.params), updates)
+    rows_opt = dict(state.opt_state["rows"])
+    for t in tables:
+      if t in rows_opt:
+        table, rows_opt[t] = sparse.update(row_tx, decay, state.params[t]["embedding"],
+                                           rows_opt[t], ids, grads[t]["embedding"],
+                                           state.step)
+        new_params[t] = {"embedding": table}
+      else:  # a frozen table
+        new_params[t] = state.params[t]
+    new_params = regularizers.max_norm(new_params, cfg.max_norm)
     metrics = {"loss": loss, "accuracy": sums["accuracy"] / sums["count"],
-               "penalty": penalty, "grad_norm": optax.global_norm(grads)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+               "penalty": penalty, "grad_norm": grad_norm}
+    return state.replace(step=state.step + 1, params=new_params,
+                         opt_state={"dense": dense_opt, "rows": rows_opt}), metrics
 
   return train_step
 
@@ -93,12 +121,15 @@ def make_eval_step(loss_fn: Callable):
   return lambda params, batch: loss_fn(params, batch, None, False)[1]
 
 
-def init_state(network: models.Network, tx, seed: int):
+def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=None):
   def init(rng):
     params_rng, rng = jax.random.split(rng)
     params = network.init(params_rng)
+    dense = {k: v for k, v in params.items() if k not in sparse_tables}
+    rows = {t: sparse.init(row_tx, params[t]["embedding"]) for t in sparse_tables
+            if t in params and not optim.is_frozen([t])}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=rng)
+                      opt_state={"dense": tx.init(dense), "rows": rows}, rng=rng)
   return init
 
 
@@ -111,8 +142,12 @@ class Trainer:
     self.mesh = mesh or parallel.make_mesh()
     parallel.check_batch_size(cfg.batch_size, self.mesh)
     # Evaluation-only trainers (no training split) still need a step count for schedules.
-    self.steps_per_epoch = (pipeline.steps_per_epoch(data.train, cfg.batch_size)
-                            if data.train is not None else 1)
+    self.buckets = ()
+    if cfg.bucket_by_length and data.train is not None and "length" in data.train:
+      self.buckets = pipeline.bucket_lengths(data.train["tokens"].shape[1])
+    self.steps_per_epoch = (
+        pipeline.steps_per_epoch(data.train, cfg.batch_size, self.buckets)
+        if data.train is not None else 1)
     if self.steps_per_epoch == 0:
       raise ConfigError(f"--batch_size={cfg.batch_size} is larger than the "
                         f"{pipeline.num_examples(data.train)} training examples")
@@ -122,17 +157,23 @@ class Trainer:
     self.network = self.family.build(cfg.model_config, data)
     self.loss_fn = TASKS[self.family.TASK](self.network, cfg.loss)
     self.tx = optim.make(cfg, self.total_steps)
+    self.sparse_tables = ()
+    if (cfg.sparse_updates and sparse.supported(cfg.optimizer)
+        and getattr(self.family, "TOKEN_TABLES", ())):
+      self.sparse_tables = tuple(self.family.TOKEN_TABLES)
+    row_tx = optim.make_rows(cfg, self.total_steps)
 
     self.replicated = parallel.replicated(self.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self._init = init_state(self.network, self.tx, cfg.seed)
+    self._init = init_state(self.network, self.tx, self.sparse_tables, row_tx)
     abstract = jax.eval_shape(self._init, jax.random.PRNGKey(cfg.seed))
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract, self.state_sharding)
     self.train_step = jax.jit(
-        make_train_step(self.loss_fn, self.tx, cfg),
+        make_train_step(self.loss_fn, self.tx, cfg, self.sparse_tables, row_tx,
+                        getattr(data, "vocab_size", 0) if data.vocab is not None else 0),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     self.eval_step = jax.jit(
@@ -150,7 +191,7 @@ class Trainer:
   def batches(self, start_step: int):
     rows = parallel.local_slice(self.cfg.batch_size)
     it = pipeline.train_batches(self.data.train, self.cfg.batch_size, self.cfg.seed,
-                                start_step, rows)
+                                start_step, rows, self.buckets)
     return pipeline.prefetch(it, self.put)
 
   def evaluate(self, params, arrays: dict, batch_size: int | None = None) -> dict:

@@ -18,8 +18,47 @@ def num_examples(arrays: dict) -> int:
   return len(next(iter(arrays.values())))
 
 
-def steps_per_epoch(arrays: dict, batch_size: int) -> int:
-  return num_examples(arrays) // batch_size
+def bucket_lengths(max_len: int, smallest: int = 8) -> tuple:
+  """Padded lengths of the length buckets: powers of two from `smallest`, then max_len."""
+  lengths, b = [], smallest
+  while b < max_len:
+    lengths.append(b)
+    b *= 2
+  return tuple(lengths) + (max_len,)
+
+
+def steps_per_epoch(arrays: dict, batch_size: int, buckets: tuple = ()) -> int:
+  if not buckets:
+    return num_examples(arrays) // batch_size
+  counts = np.bincount(_bucket_of(arrays["length"], buckets), minlength=len(buckets))
+  return int(sum(c // batch_size for c in counts))
+
+
+def _bucket_of(lengths: np.ndarray, buckets: tuple) -> np.ndarray:
+  return np.searchsorted(np.asarray(buckets), np.maximum(lengths, 1))
+
+
+def epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int,
+                  buckets: tuple = ()) -> list:
+  """(indices, padded length) of every batch of one epoch, in training order.
+
+  With buckets, each batch holds sentences of one length bucket (padded only to that
+  bucket's length) and the batches of all buckets are shuffled together; a bucket's
+  remainder is dropped, a different one each epoch.
+  """
+  n = num_examples(arrays)
+  perm = epoch_permutation(n, seed, epoch)
+  if not buckets:
+    return [(perm[i * batch_size:(i + 1) * batch_size], None)
+            for i in range(n // batch_size)]
+  of = _bucket_of(arrays["length"][perm], buckets)
+  batches = []
+  for b, length in enumerate(buckets):
+    members = perm[of == b]
+    batches += [(members[i * batch_size:(i + 1) * batch_size], length)
+                for i in range(len(members) // batch_size)]
+  order = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+  return [batches[i] for i in order]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -27,19 +66,21 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_batches(arrays: dict, batch_size: int, seed: int, start_step: int = 0,
-                  rows: slice = slice(None)) -> Iterator[dict]:
+                  rows: slice = slice(None), buckets: tuple = ()) -> Iterator[dict]:
   """Endless training batches from `start_step` on; `rows` picks this process's share."""
-  n = num_examples(arrays)
-  per_epoch = n // batch_size
+  per_epoch = steps_per_epoch(arrays, batch_size, buckets)
   step = start_step
-  epoch, perm = None, None
+  epoch, batches = None, None
   while True:
     if step // per_epoch != epoch:
       epoch = step // per_epoch
-      perm = epoch_permutation(n, seed, epoch)
-    i = step % per_epoch
-    idx = perm[i * batch_size:(i + 1) * batch_size][rows]
-    yield {k: v[idx] for k, v in arrays.items()}
+      batches = epoch_batches(arrays, batch_size, seed, epoch, buckets)
+    idx, length = batches[step % per_epoch]
+    idx = idx[rows]
+    batch = {k: v[idx] for k, v in arrays.items()}
+    if length is not None:
+      batch["tokens"] = batch["tokens"][:, :length]
+    yield batch
     step += 1
 
 
