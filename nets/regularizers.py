@@ -31,7 +31,14 @@ def l2(params):
 
 def frobenius(params):
   """Frobenius norm (not squared) summed over weight matrices."""
-  return sum(jnp.sqrt(jnp.sum(jnp.square(w))) for w in weight_matrices(params))
+  return sum(_safe_norm(w) for w in weight_matrices(params))
+
+
+def _safe_norm(w):
+  """||w||_F with gradient 0 (a valid subgradient) at w = 0 instead of NaN."""
+  sq = jnp.sum(jnp.square(w))
+  positive = sq > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
 def penalty(params, *, l1_weight=0.0, l2_weight=0.0, frobenius_weight=0.0):

@@ -151,8 +151,8 @@ def build(config: Config, data_info) -> Network:
     else:  # Kim's CNN-rand: U[-0.25, 0.25]
       table = jax.random.uniform(embed_rng, (data_info.vocab_size, config.embed_dim),
                                  jnp.float32, -0.25, 0.25)
-    for name in tables:
-      params[name] = {"embedding": table}
+    for name in tables:  # own buffers: the train step donates (and updates) each one
+      params[name] = {"embedding": jnp.array(table, copy=True)}
     return params
 
   def apply(params, batch, *, train: bool = False, rng=None):

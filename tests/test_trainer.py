@@ -1,0 +1,198 @@
+"""The trainer's contract: every parameter learns, runs are reproducible and resumable."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from nets import config as config_lib
+from nets import embeddings
+from nets.checkpoint import Checkpoints
+from nets.data import datasets, pipeline
+from nets.errors import ConfigError
+from nets.trainer import Trainer, train_and_evaluate
+from tests.conftest import tiny_config, write_keyword_dataset
+
+
+def trainer_for(cfg):
+  return Trainer(cfg, datasets.prepare(datasets.load_raw(cfg), cfg))
+
+
+def final_params(workdir, cfg):
+  trainer = trainer_for(cfg)
+  ckpt = Checkpoints(str(workdir))
+  state = ckpt.restore(trainer.abstract_state)
+  ckpt.close()
+  return jax.device_get(state.params), int(state.step)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_one_step_changes_every_parameter(tmp_path, keyword_files, sparse):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test, optimizer="adadelta", learning_rate=1.0,
+                    sparse_updates=sparse)
+  trainer = trainer_for(cfg)
+  state = trainer.initial_state()
+  before = jax.device_get(state.params)
+  state, metrics = trainer.train_step(state, next(trainer.batches(0)))
+  after = jax.device_get(state.params)
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
+  assert all(jax.tree.leaves(changed)), changed
+  assert np.isfinite(float(metrics["loss"]))
+  assert int(state.step) == 1
+
+
+def test_golden_loss(tmp_path, keyword_files):
+  """Catches silent changes to init, data order, dropout rng or the step."""
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test)
+  trainer = trainer_for(cfg)
+  state = trainer.initial_state()
+  batches = trainer.batches(0)
+  losses = []
+  for _ in range(10):
+    state, m = trainer.train_step(state, next(batches))
+    losses.append(float(m["loss"]))
+  np.testing.assert_allclose(losses[0], GOLDEN_FIRST, rtol=1e-4)
+  np.testing.assert_allclose(losses[-1], GOLDEN_TENTH, rtol=1e-3)
+
+
+# Recorded with jax 0.10.2 / flax 0.12.8 on CPU.
+GOLDEN_FIRST, GOLDEN_TENTH = 0.6285890936851501, 0.6243399381637573
+
+
+def test_end_to_end_outputs_and_learning(tmp_path, keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path / "run", train, test, num_epochs=6, tensorboard=True)
+  summary = train_and_evaluate(cfg)
+  wd = tmp_path / "run"
+  assert config_lib.from_dict(json.loads((wd / "config.json").read_text())) == cfg
+  records = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert all("step" in r and "epoch" in r for r in records)
+  keys = set().union(*records)
+  assert {"train/loss", "train/accuracy", "valid/accuracy", "test/accuracy",
+          "train/examples_per_s"} <= keys
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "tensorboard"))
+  assert os.listdir(wd / "checkpoints") and os.listdir(wd / "best")
+  assert (wd / "vocab.txt").exists() and (wd / "data.json").exists()
+  saved = json.loads((wd / "summary.json").read_text())
+  assert saved["test/accuracy"] == summary["test/accuracy"]
+  assert summary["selected_on"] == "valid/accuracy"
+  assert summary["test/accuracy"] > 0.85  # the keyword task is easy
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, keyword_files):
+  train, test = keyword_files
+  full = tiny_config(tmp_path / "full", train, test, checkpoint_every=3)
+  train_and_evaluate(full)
+  part = full.replace(workdir=str(tmp_path / "part"))
+  train_and_evaluate(part.replace(max_steps=10))     # stops at step 10 (not a checkpoint
+  summary = train_and_evaluate(part)                  # multiple: resumes from step 10)
+  assert summary["resumed_from"] == 10
+  p_full, step_full = final_params(tmp_path / "full", full)
+  p_part, step_part = final_params(tmp_path / "part", part)
+  assert step_full == step_part
+  jax.tree.map(np.testing.assert_array_equal, p_full, p_part)  # bitwise
+  lines = lambda d: [l for l in (d / "metrics.jsonl").read_text().splitlines()
+                     if "train/loss" in l]
+  loss_of = lambda l: (json.loads(l)["step"], json.loads(l)["train/loss"])
+  assert list(map(loss_of, lines(tmp_path / "full"))) == list(map(loss_of, lines(tmp_path / "part")))
+
+
+def test_rerun_of_finished_run_keeps_results(tmp_path, keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test)
+  first = train_and_evaluate(cfg)
+  again = train_and_evaluate(cfg)
+  assert again == first
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path, keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test, max_steps=2)
+  train_and_evaluate(cfg)
+  with pytest.raises(ConfigError, match="differs in: learning_rate"):
+    train_and_evaluate(cfg.replace(learning_rate=0.5))
+
+
+def test_cross_validation_reports_mean_and_std(tmp_path):
+  train = write_keyword_dataset(tmp_path / "all.txt", 90, seed=3)
+  cfg = tiny_config(tmp_path / "cv", train, cv_folds=3, num_epochs=2)
+  summary = train_and_evaluate(cfg)
+  assert summary["folds"] == 3 and len(summary["per_fold"]) == 3
+  accs = [f["test/accuracy"] for f in summary["per_fold"]]
+  assert summary["test/accuracy"] == pytest.approx(np.mean(accs))
+  assert summary["test/accuracy_std"] == pytest.approx(np.std(accs))
+  assert sorted(p for p in os.listdir(tmp_path / "cv") if p.startswith("fold")) == [
+      "fold00", "fold01", "fold02"]
+
+
+@pytest.mark.parametrize("loss", ["sigmoid_xent", "hinge"])
+def test_other_losses_train(tmp_path, keyword_files, loss):
+  train, test = keyword_files
+  summary = train_and_evaluate(tiny_config(tmp_path, train, test, loss=loss, num_epochs=6))
+  assert summary["test/accuracy"] > 0.8
+
+
+def test_sigmoid_loss_needs_binary_data(tmp_path):
+  train = write_keyword_dataset(tmp_path / "t.txt", 40, seed=0, num_classes=3)
+  cfg = tiny_config(tmp_path, train, loss="sigmoid_xent")
+  with pytest.raises(ConfigError, match="binary"):
+    train_and_evaluate(cfg)
+
+
+@pytest.mark.parametrize("mode", ["static", "non-static", "multichannel"])
+def test_pretrained_embedding_modes(tmp_path, keyword_files, mode):
+  train, test = keyword_files
+  words = "good great bad awful the movie film".split()
+  vectors = np.random.default_rng(0).normal(size=(len(words), 8)).astype(np.float32)
+  path = tmp_path / "vectors.bin"
+  embeddings.save_word2vec_bin(str(path), words, vectors)
+  cfg = tiny_config(tmp_path / mode, train, test, embedding_mode=mode,
+                    embeddings=str(path), num_epochs=1)
+  train_and_evaluate(cfg)
+  params, _ = final_params(tmp_path / mode, cfg)
+  vocab = trainer_for(cfg).data.vocab
+  row = vocab.encode(["good"])[0]
+  if "frozen_embed" in params:  # static channels never move
+    np.testing.assert_array_equal(params["frozen_embed"]["embedding"][row], vectors[0])
+  if "embed" in params:  # fine-tuned channels start from the vectors and move
+    assert not np.array_equal(params["embed"]["embedding"][row], vectors[0])
+
+
+def test_mock_tfds_end_to_end(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=40):
+    cfg = tiny_config(tmp_path, "", dataset="tfds:imdb_reviews", max_len=32, num_epochs=1)
+    cfg = cfg.replace(train_file="")
+    summary = train_and_evaluate(cfg)
+  assert 0.0 <= summary["test/accuracy"] <= 1.0
+
+
+def test_data_order_depends_only_on_seed_and_step():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 40, 200).astype(np.int32)
+  arrays = {"tokens": rng.integers(2, 50, (200, 40)).astype(np.int32), "length": lengths,
+            "label": rng.integers(0, 2, 200).astype(np.int32)}
+  buckets = pipeline.bucket_lengths(40)
+  spe = pipeline.steps_per_epoch(arrays, 8, buckets)
+  from_zero = pipeline.train_batches(arrays, 8, seed=1, start_step=0, buckets=buckets)
+  batches = [next(from_zero) for _ in range(2 * spe + 3)]
+  resumed = pipeline.train_batches(arrays, 8, seed=1, start_step=spe + 2, buckets=buckets)
+  for expected in batches[spe + 2:]:
+    got = next(resumed)
+    for k in expected:
+      np.testing.assert_array_equal(got[k], expected[k])
+  for b in batches:  # each batch padded only to its bucket, long enough for its sentences
+    assert b["tokens"].shape[1] in buckets and b["length"].max() <= b["tokens"].shape[1]
+
+
+def test_eval_batches_cover_every_example_once():
+  arrays = {"label": np.arange(21, dtype=np.int32)}
+  seen = []
+  for b in pipeline.eval_batches(arrays, 8):
+    assert b["label"].shape == (8,)
+    seen += list(b["label"][b["mask"] > 0])
+  assert seen == list(range(21))
