@@ -9,14 +9,15 @@ import os
 from absl import app, flags
 
 from experiments.main import hide_gpus_from_tensorflow, quiet_logging, run_main
+from nets import parallel
 from nets import trainer as trainer_lib
 from nets.data import datasets
 from nets.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Workdir of a training run (holds config.json, "
                     "vocab.txt and checkpoints).")
-flags.DEFINE_string("test_file", None, "Label-first file to evaluate on ('<label> <sentence>' "
-                    "per line).")
+flags.DEFINE_string("test_file", None, "File to evaluate on, in the run's data format (for "
+                    "sentence classifiers: '<label> <sentence>' per line).")
 flags.DEFINE_string("checkpoint", "best", "Which checkpoint: best (on validation) or latest.")
 flags.DEFINE_integer("batch_size", 0, "Evaluation batch size (0: the run's).")
 flags.DEFINE_string("output", "", "Also append the JSON line to this file.")
@@ -39,9 +40,10 @@ def main(argv):
     if FLAGS.batch_size < 0:
       raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
     cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
-    arrays = datasets.encode_file(FLAGS.test_file, cfg, trainer.data.vocab,
-                                  trainer.data.max_len)
+    # The run's data kind reads the file the way it read its training data.
+    arrays = datasets.kind(cfg).encode_file(FLAGS.test_file, trainer.data)
     batch_size = FLAGS.batch_size or cfg.batch_size
+    parallel.check_batch_size(batch_size, trainer.mesh)
     metrics = trainer.evaluate(state.params, arrays, batch_size)
     result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
               "step": int(state.step), "test_file": FLAGS.test_file,

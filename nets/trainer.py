@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from nets import losses, models, optim, parallel, regularizers, sparse
+from nets import models, optim, parallel, regularizers, sparse, tasks
 from nets.checkpoint import Checkpoints
 from nets.config import Config, resolve_workdir
 from nets.data import datasets, pipeline
@@ -40,29 +40,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array
-
-
-# --- tasks: what a family's outputs are scored by --------------------------------------
-
-def classification_loss(network: models.Network, loss: str) -> Callable:
-  """(params, batch, rng, train) -> (mean loss, sums of metrics over the batch).
-
-  Sums (with their `count`) let evaluation average exactly over padded batches.
-  """
-
-  def loss_fn(params, batch, rng, train):
-    logits = network.apply(params, batch, train=train, rng=rng)
-    per_example = losses.per_example(loss, logits, batch["label"])
-    weight = batch.get("mask", jnp.ones_like(per_example))
-    count = weight.sum()
-    correct = (losses.predict(loss, logits) == batch["label"]) * weight
-    sums = {"loss": jnp.sum(per_example * weight), "accuracy": correct.sum(), "count": count}
-    return sums["loss"] / jnp.maximum(count, 1.0), sums
-
-  return loss_fn
-
-
-TASKS = {"classification": classification_loss}
+  model_state: Any = flax.struct.field(default_factory=dict)  # e.g. an RNN's carried state
 
 
 # --- the step ---------------------------------------------------------------------------
@@ -87,12 +65,12 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Co
                              for t in tables}}
 
     def objective(params):
-      loss, sums = loss_fn(params, batch, rng, True)
+      loss, (sums, model_state) = loss_fn(params, state.model_state, batch, rng, True)
       penalty = regularizers.penalty(params, l1_weight=cfg.l1, l2_weight=cfg.l2,
                                      frobenius_weight=cfg.frobenius)
-      return loss + penalty, (loss, sums, penalty)
+      return loss + penalty, (loss, sums, penalty, model_state)
 
-    grads, (loss, sums, penalty) = jax.grad(objective, has_aux=True)(params)
+    grads, (loss, sums, penalty, model_state) = jax.grad(objective, has_aux=True)(params)
     grad_norm = optax.global_norm(grads)
     grads = optim.clip_by_global_norm(grads, cfg.grad_clip)
     dense = lambda tree: {k: v for k, v in tree.items() if k not in tables}
@@ -109,19 +87,23 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Co
       else:  # a frozen table
         new_params[t] = state.params[t]
     new_params = regularizers.max_norm(new_params, cfg.max_norm)
-    metrics = {"loss": loss, "accuracy": sums["accuracy"] / sums["count"],
-               "penalty": penalty, "grad_norm": grad_norm}
-    return state.replace(step=state.step + 1, params=new_params,
+    count = jnp.maximum(sums["count"], 1.0)
+    metrics = {k: v / count for k, v in sums.items() if k not in ("count", "loss")}
+    metrics.update(loss=loss, penalty=penalty, grad_norm=grad_norm)
+    return state.replace(step=state.step + 1, params=new_params, model_state=model_state,
                          opt_state={"dense": dense_opt, "rows": rows_opt}), metrics
 
   return train_step
 
 
 def make_eval_step(loss_fn: Callable):
-  return lambda params, batch: loss_fn(params, batch, None, False)[1]
+  """(params, model_state, batch) -> (sums, model_state)."""
+  return lambda params, model_state, batch: loss_fn(params, model_state, batch, None,
+                                                    False)[1]
 
 
-def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=None):
+def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=None,
+               model_state: Callable = lambda: {}):
   def init(rng):
     params_rng, rng = jax.random.split(rng)
     params = network.init(params_rng)
@@ -129,7 +111,8 @@ def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=No
     rows = {t: sparse.init(row_tx, params[t]["embedding"]) for t in sparse_tables
             if t in params and not optim.is_frozen([t])}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state={"dense": tx.init(dense), "rows": rows}, rng=rng)
+                      opt_state={"dense": tx.init(dense), "rows": rows}, rng=rng,
+                      model_state=model_state())
   return init
 
 
@@ -155,7 +138,8 @@ class Trainer:
     if cfg.max_steps:
       self.total_steps = min(self.total_steps, cfg.max_steps)
     self.network = self.family.build(cfg.model_config, data)
-    self.loss_fn = TASKS[self.family.TASK](self.network, cfg.loss)
+    self.task = tasks.get(self.family.TASK)
+    self.loss_fn = self.task.make_loss(self.network, cfg)
     self.tx = optim.make(cfg, self.total_steps)
     self.sparse_tables = ()
     if (cfg.sparse_updates and sparse.supported(cfg.optimizer)
@@ -165,7 +149,8 @@ class Trainer:
 
     self.replicated = parallel.replicated(self.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self._init = init_state(self.network, self.tx, self.sparse_tables, row_tx)
+    self._init = init_state(self.network, self.tx, self.sparse_tables, row_tx,
+                            getattr(self.network, "initial_model_state", lambda: {}))
     abstract = jax.eval_shape(self._init, jax.random.PRNGKey(cfg.seed))
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
@@ -178,8 +163,9 @@ class Trainer:
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     self.eval_step = jax.jit(
         make_eval_step(self.loss_fn),
-        in_shardings=(self.state_sharding.params, self.batch_sharding),
-        out_shardings=self.replicated)
+        in_shardings=(self.state_sharding.params, self.state_sharding.model_state,
+                      self.batch_sharding),
+        out_shardings=(self.replicated, self.state_sharding.model_state))
 
   def initial_state(self) -> TrainState:
     # Not jitted: a pretrained embedding table would become a compile-time constant.
@@ -191,7 +177,7 @@ class Trainer:
   def batches(self, start_step: int):
     rows = parallel.local_slice(self.cfg.batch_size)
     it = pipeline.train_batches(self.data.train, self.cfg.batch_size, self.cfg.seed,
-                                start_step, rows, self.buckets)
+                                start_step, rows, self.buckets, shuffle=self.data.shuffle)
     return pipeline.prefetch(it, self.put)
 
   def evaluate(self, params, arrays: dict, batch_size: int | None = None) -> dict:
@@ -199,12 +185,18 @@ class Trainer:
     batch_size = batch_size or self.cfg.batch_size
     rows = parallel.local_slice(batch_size)
     totals = None
+    model_state = jax.device_put(self.fresh_model_state(), self.state_sharding.model_state)
     for batch in pipeline.eval_batches(arrays, batch_size, rows):
-      sums = self.eval_step(params, self.put(batch))
+      sums, model_state = self.eval_step(params, model_state, self.put(batch))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
     count = max(float(totals.pop("count")), 1.0)
-    return {k: float(v) / count for k, v in totals.items()}
+    means = {k: float(v) / count for k, v in totals.items()}
+    return {**means, **self.task.derived(means)}
+
+  def fresh_model_state(self):
+    """A fresh model state (zeros), e.g. the RNN carry evaluation starts from."""
+    return getattr(self.network, "initial_model_state", lambda: {})()
 
   def evaluate_splits(self, params) -> dict:
     out = {}
@@ -250,7 +242,9 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
     if data.vocab is not None:
       data.vocab.save(os.path.join(workdir, "vocab.txt"))
 
-  checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints)
+  checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints,
+                            best_metric=trainer.task.best_metric,
+                            best_mode=trainer.task.best_mode)
   writer = MetricWriter(workdir, tensorboard=cfg.tensorboard)
   start = checkpoints.latest_step()
   if start is None:
@@ -279,6 +273,7 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
       if step % cfg.log_every == 0 or step == total:
         # Fetching waits only for the steps already dispatched; the device keeps busy.
         logged = _mean(jax.device_get(pending))
+        logged.update(trainer.task.derived(logged))
         pending = []
         if not math.isfinite(logged["loss"]):
           raise UserError(f"training diverged: train/loss is {logged['loss']} at step "
@@ -365,7 +360,8 @@ def restore_for_eval(workdir: str, which: str = "best"):
   vocab = text.Vocab.load(vocab_path) if os.path.exists(vocab_path) else None
   data = datasets.Data.from_description(info, vocab)
   trainer = Trainer(cfg, data)
-  checkpoints = Checkpoints(workdir)
+  checkpoints = Checkpoints(workdir, best_metric=trainer.task.best_metric,
+                            best_mode=trainer.task.best_mode)
   state = checkpoints.restore(trainer.abstract_state, which=which)
   if state is None and which == "best":
     state = checkpoints.restore(trainer.abstract_state, which="latest")

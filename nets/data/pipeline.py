@@ -39,7 +39,7 @@ def _bucket_of(lengths: np.ndarray, buckets: tuple) -> np.ndarray:
 
 
 def epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int,
-                  buckets: tuple = ()) -> list:
+                  buckets: tuple = (), shuffle: bool = True) -> list:
   """(indices, padded length) of every batch of one epoch, in training order.
 
   With buckets, each batch holds sentences of one length bucket (padded only to that
@@ -47,7 +47,9 @@ def epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int,
   remainder is dropped, a different one each epoch.
   """
   n = num_examples(arrays)
-  perm = epoch_permutation(n, seed, epoch)
+  # Unshuffled order is for streams (truncated BPTT): row i of batch s+1 continues row i
+  # of batch s.
+  perm = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
   if not buckets:
     return [(perm[i * batch_size:(i + 1) * batch_size], None)
             for i in range(n // batch_size)]
@@ -66,7 +68,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_batches(arrays: dict, batch_size: int, seed: int, start_step: int = 0,
-                  rows: slice = slice(None), buckets: tuple = ()) -> Iterator[dict]:
+                  rows: slice = slice(None), buckets: tuple = (),
+                  shuffle: bool = True) -> Iterator[dict]:
   """Endless training batches from `start_step` on; `rows` picks this process's share."""
   per_epoch = steps_per_epoch(arrays, batch_size, buckets)
   step = start_step
@@ -74,7 +77,7 @@ def train_batches(arrays: dict, batch_size: int, seed: int, start_step: int = 0,
   while True:
     if step // per_epoch != epoch:
       epoch = step // per_epoch
-      batches = epoch_batches(arrays, batch_size, seed, epoch, buckets)
+      batches = epoch_batches(arrays, batch_size, seed, epoch, buckets, shuffle)
     idx, length = batches[step % per_epoch]
     idx = idx[rows]
     batch = {k: v[idx] for k, v in arrays.items()}

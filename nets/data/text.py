@@ -629,3 +629,63 @@ def encode(examples: Sequence[Example], vocab: Vocab, max_len: int) -> dict[str,
 def longest(examples: Sequence[Example]) -> int:
   """Token count of the longest example (0 for none)."""
   return max((len(tokens) for tokens, _ in examples), default=0)
+
+
+# --- the "text" data kind: from a Config to padded arrays (see nets.data.datasets) --------
+
+MAX_LEN_CAP = 512
+
+
+def load_raw(cfg) -> TextSplits:
+  return load_text_classification(
+      cfg.dataset, data_dir=cfg.data_dir or None, mirror=cfg.data_mirror or None,
+      train_file=cfg.train_file or None, valid_file=cfg.valid_file or None,
+      test_file=cfg.test_file or None, tokenizer=cfg.tokenizer, phrases=cfg.phrases)
+
+
+def prepare(raw: TextSplits, cfg, fold: int = 0):
+  """Splits, builds the vocabulary from training data only, pads to a static length."""
+  from nets import losses
+  from nets.data.datasets import Data
+  splits = make_splits(raw, seed=cfg.seed, valid_fraction=cfg.valid_fraction,
+                       test_fraction=cfg.test_fraction, cv_folds=cfg.cv_folds, fold=fold)
+  if cfg.loss == "sigmoid_xent" and raw.num_classes != 2:
+    raise ConfigError(f"--loss=sigmoid_xent needs a binary dataset ({cfg.dataset} has "
+                      f"{raw.num_classes} classes): use softmax_xent or hinge")
+  vocab = Vocab.from_examples(splits.train, min_freq=cfg.min_freq)
+  max_len = cfg.max_len or min(max(longest(splits.train), 1), MAX_LEN_CAP)
+  arrays = lambda examples: encode(examples, vocab, max_len) if examples else None
+  return Data(train=arrays(splits.train), valid=arrays(splits.valid),
+              test=arrays(splits.test), num_classes=raw.num_classes,
+              num_outputs=losses.num_outputs(cfg.loss, raw.num_classes),
+              name=cfg.dataset, vocab=vocab, max_len=max_len,
+              pretrained=pretrained_table(cfg, vocab), class_names=raw.class_names,
+              info={"tokenizer": cfg.tokenizer,
+                    "keep_case": cfg.dataset == "trec" and cfg.tokenizer == "kim"})
+
+
+def pretrained_table(cfg, vocab: Vocab) -> np.ndarray | None:
+  """Word vectors for the vocabulary when the model asks for pretrained embeddings."""
+  mc = cfg.model_config
+  if getattr(mc, "embedding_mode", "rand") == "rand":
+    return None
+  from nets import embeddings  # only runs that use vectors pay for reading them
+  table, found = embeddings.load_vectors(mc.embeddings, vocab.itos, mc.embeddings_format,
+                                         seed=cfg.seed)
+  if table.shape[1] != mc.embed_dim:
+    raise ConfigError(f"--embed_dim={mc.embed_dim} but {mc.embeddings} has "
+                      f"{table.shape[1]}-dimensional vectors: pass --embed_dim="
+                      f"{table.shape[1]}")
+  print(f"embeddings: {found}/{len(vocab)} vocabulary words found in {mc.embeddings}")
+  return table
+
+
+def encode_file(path: str, data, cfg=None) -> dict:
+  """A label-first file encoded with a trained run's tokenizer, vocabulary and length."""
+  if not os.path.exists(path):
+    raise DataError(f"test file not found: {path} (--test_file)")
+  examples = read_label_first(path, data.info.get("tokenizer", "kim"),
+                              keep_case=data.info.get("keep_case", False))
+  if not examples:
+    raise DataError(f"no examples in {path}: expected '<label> <sentence>' lines")
+  return encode(examples, data.vocab, data.max_len)
