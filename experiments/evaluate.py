@@ -8,7 +8,7 @@ import os
 
 from absl import app, flags
 
-from experiments.main import hide_gpus_from_tensorflow, quiet_logging, run_main
+from experiments.main import hide_gpus_from_tensorflow, parse_flags, quiet_logging, run_main
 from nets import parallel
 from nets import trainer as trainer_lib
 from nets.data import datasets
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

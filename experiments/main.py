@@ -10,6 +10,16 @@ from absl import logging
 from nets.errors import UserError
 
 
+def parse_flags(argv):
+  """absl's parser, with its errors in this project's one-line form (exit status 2)."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e} (see --helpfull)", file=sys.stderr)
+    sys.exit(2)
+
+
 def run_main(fn) -> None:
   """Runs fn(); a UserError becomes one line on stderr and exit status 2, no traceback."""
   try:

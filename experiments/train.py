@@ -6,7 +6,7 @@ Thin by design: flags -> one Config -> nets.trainer.train_and_evaluate.
 from absl import app
 
 from experiments import flags as flags_lib
-from experiments.main import hide_gpus_from_tensorflow, log_environment, quiet_logging, run_main
+from experiments.main import hide_gpus_from_tensorflow, log_environment, parse_flags, quiet_logging, run_main
 from nets import trainer
 
 flags_lib.define_flags()
@@ -30,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

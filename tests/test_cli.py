@@ -38,6 +38,8 @@ def tiny_flags(tmp_path, train, test=None, **extra):
     ("--embedding_mode=static", "error: --embedding_mode=static needs --embeddings=PATH"),
     ("--model=transformer", "error: --model=transformer: must be one of textcnn"),
     ("--train_file=/no/such/file.txt", "train file not found: /no/such/file.txt"),
+    ("--batch_size=abc", "error: flag --batch_size=abc: invalid literal for int()"),
+    ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
 ])
 def test_bad_flag_values_give_one_line_errors(tmp_path, flag, message):
   train = write_keyword_dataset(tmp_path / "train.txt", 16, seed=0)
