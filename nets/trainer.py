@@ -258,7 +258,7 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
   eval_every = cfg.eval_every or spe
   checkpoint_every = cfg.checkpoint_every or eval_every
   pending, last_saved = [], start
-  t_log, n_log = time.perf_counter(), 0
+  t_log, n_log, paused = time.perf_counter(), 0, 0.0  # paused: eval/checkpoint time
   t0 = time.perf_counter()
   bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not cfg.progress,
              dynamic_ncols=True, mininterval=0.5)
@@ -279,21 +279,27 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
           raise UserError(f"training diverged: train/loss is {logged['loss']} at step "
                           f"{step}; lower --learning_rate or set --grad_clip")
         now = time.perf_counter()
-        logged["examples_per_s"] = n_log * cfg.batch_size / (now - t_log)
-        t_log, n_log = now, 0
+        logged["examples_per_s"] = n_log * cfg.batch_size / max(now - t_log - paused, 1e-9)
+        t_log, n_log, paused = now, 0, 0.0
         bar.set_postfix(loss=f"{logged['loss']:.4f}",
                         ex_s=f"{logged['examples_per_s']:.0f}")
         writer.write(step, step / spe, {f"train/{k}": v for k, v in logged.items()})
       if step % eval_every == 0 or step == total:
+        jax.block_until_ready(state.params)  # so the pause below holds no training time
+        t_pause = time.perf_counter()
         evals = trainer.evaluate_splits(state.params)
         writer.write(step, step / spe, evals)
         if checkpoints.save_if_best(step, state, evals):
           evals["best"] = 1
         bar.write(f"step {step} epoch {step / spe:.2f}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in evals.items() if k != "best"))
+        paused += time.perf_counter() - t_pause
       if step % checkpoint_every == 0 or step == total:
+        jax.block_until_ready(state.params)
+        t_pause = time.perf_counter()
         checkpoints.save(step, state)
         last_saved = step
+        paused += time.perf_counter() - t_pause
   except KeyboardInterrupt:
     if step != last_saved:
       checkpoints.save(step, state, force=True)

@@ -1,0 +1,100 @@
+"""Benchmark the training step of each model family at the shapes of shared/BENCHMARKS.md.
+
+python -m experiments.bench --case=textcnn [--steps=30] [--warmup=5]
+python -m experiments.bench --case=all
+
+Each case builds its model through nets/ and times the same jitted train step the
+trainer runs (nets.trainer.Trainer.train_step), blocking on the result, on random data
+drawn once. Prints exactly one JSON line per case.
+"""
+
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from experiments.main import parse_flags, quiet_logging, run_main
+from nets.errors import ConfigError
+
+CASES = ("textcnn", "convnet", "rnn_lm", "lstm_lm", "seq2seq", "seq2seq_decode")
+flags.DEFINE_string("case", "textcnn", f"Benchmark case: one of {', '.join(CASES)}, or all.")
+flags.DEFINE_integer("steps", 30, "Timed steps (the median is reported).")
+flags.DEFINE_integer("warmup", 5, "Untimed steps first; the first one (compilation "
+                     "included) is reported as first_step_s.")
+flags.DEFINE_integer("seed", 0, "Seed of the random data and parameters.")
+FLAGS = flags.FLAGS
+
+
+def textcnn_case(rng):
+  """Kim's CNN: batch 50 x 56 tokens, vocab 20000, 300-d, widths 3/4/5 x 100, Adadelta."""
+  from nets import textcnn
+  from nets.config import Config
+  from nets.data.datasets import Data
+  from nets.data.text import Vocab
+  B, L, V = 50, 56, 20000
+  batch = {"tokens": rng.integers(1, V, (B, L)).astype(np.int32),
+           "length": np.full((B,), L, np.int32),
+           "label": rng.integers(0, 2, (B,)).astype(np.int32)}
+  vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(V - 2)])
+  data = Data(train=batch, valid=None, test=None, num_classes=2, num_outputs=2,
+              vocab=vocab, max_len=L)
+  cfg = Config(model="textcnn", batch_size=B, optimizer="adadelta", learning_rate=1.0,
+               max_norm=0.0, model_config=textcnn.Config(embed_dim=300, dropout=0.5))
+  return cfg, data, batch, B, "examples/s"
+
+
+CASE_BUILDERS = {"textcnn": textcnn_case}
+
+
+def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
+  from nets.trainer import Trainer
+  if case not in CASE_BUILDERS:
+    raise ConfigError(f"--case={case}: not implemented yet (available: "
+                      f"{', '.join(CASE_BUILDERS)})")
+  cfg, data, batch, items, unit = CASE_BUILDERS[case](np.random.default_rng(seed))
+  trainer = Trainer(cfg, data)
+  state = trainer.initial_state()
+  batch = trainer.put(batch)
+  t0 = time.perf_counter()
+  state, _ = trainer.train_step(state, batch)
+  jax.block_until_ready(state)
+  first = time.perf_counter() - t0
+  for _ in range(warmup - 1):
+    state, _ = trainer.train_step(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, _ = trainer.train_step(state, batch)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  median = float(np.median(times))
+  return {"framework": "jax", "case": case, "unit": unit,
+          "throughput_median": items / median, "step_ms_median": median * 1e3,
+          "first_step_s": first, "steps": steps, "warmup": warmup,
+          "backend": jax.default_backend(), "devices": jax.device_count(),
+          "jax": jax.__version__}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  quiet_logging()
+
+  def work():
+    if FLAGS.case != "all" and FLAGS.case not in CASES:
+      raise ConfigError(f"--case={FLAGS.case}: must be one of {', '.join(CASES)}, all")
+    if FLAGS.steps < 1 or FLAGS.warmup < 1:
+      raise ConfigError("--steps and --warmup must be >= 1")
+    cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
+    for case in cases:
+      print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed)), flush=True)
+
+  run_main(work)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
