@@ -29,6 +29,42 @@ def run_main(fn) -> None:
     sys.exit(2)
 
 
+def define_distributed_flags() -> None:
+  from absl import flags
+  flags.DEFINE_boolean(
+      "multihost", False, "Run as one process of a multi-process job: calls "
+      "jax.distributed.initialize() before anything else. On Slurm and Cloud TPU VMs the "
+      "cluster is detected; elsewhere give --coordinator_address, --num_processes, "
+      "--process_id. Also enabled by NETS_MULTIHOST=1.")
+  flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-host "
+                      "without Slurm/TPU auto-detection).")
+  flags.DEFINE_integer("num_processes", 0, "Number of processes (0: auto-detect).")
+  flags.DEFINE_integer("process_id", -1, "This process's index (-1: auto-detect).")
+
+
+def initialize_distributed() -> None:
+  """jax.distributed.initialize() when asked; must precede every other JAX call."""
+  from absl import flags
+  from nets.errors import ConfigError
+  FLAGS = flags.FLAGS
+  if not (FLAGS.multihost or os.environ.get("NETS_MULTIHOST") == "1"):
+    return
+  import jax
+  kwargs = {}
+  if FLAGS.coordinator_address:
+    if FLAGS.num_processes < 1 or FLAGS.process_id < 0:
+      raise ConfigError("--coordinator_address needs --num_processes and --process_id")
+    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+      raise ConfigError(f"--process_id={FLAGS.process_id}: must be in [0, "
+                        f"{FLAGS.num_processes})")
+    kwargs = dict(coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+    # CPU devices of different processes talk through gloo (GPUs/TPUs bring their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
+
+
 def quiet_logging() -> None:
   """Orbax logs every save at INFO; keep the terminal for the progress bar and results."""
   from absl import flags

@@ -6,10 +6,13 @@ Thin by design: flags -> one Config -> nets.trainer.train_and_evaluate.
 from absl import app
 
 from experiments import flags as flags_lib
-from experiments.main import hide_gpus_from_tensorflow, log_environment, parse_flags, quiet_logging, run_main
+from experiments.main import (define_distributed_flags, hide_gpus_from_tensorflow,
+                              initialize_distributed, log_environment, parse_flags,
+                              quiet_logging, run_main)
 from nets import trainer
 
 flags_lib.define_flags()
+define_distributed_flags()
 
 
 def main(argv):
@@ -19,6 +22,7 @@ def main(argv):
   quiet_logging()
 
   def work():
+    initialize_distributed()
     cfg = flags_lib.config_from_flags()
     log_environment()
     summary = trainer.train_and_evaluate(cfg)
