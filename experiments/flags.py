@@ -62,14 +62,16 @@ def define_flags() -> None:
       _define(f, family_defaults)
 
 
-def _value(name: str, like):
-  value = FLAGS[name].value
-  if isinstance(like, tuple):
+def _value(f: dataclasses.Field):
+  value = FLAGS[f.name].value
+  if isinstance(_default(f), tuple):
+    of = f.metadata.get("of", int)
     try:
-      return tuple(int(v) for v in value)
+      return tuple(of(v) for v in value)
     except ValueError:
-      raise config_lib.ConfigError(f"--{name}={','.join(value)}: must be comma-separated "
-                                   "integers") from None
+      kind = "integers" if of is int else "numbers"
+      raise config_lib.ConfigError(f"--{f.name}={','.join(value)}: must be comma-separated "
+                                   f"{kind}") from None
   return value
 
 
@@ -84,15 +86,21 @@ def config_from_flags() -> config_lib.Config:
     if not FLAGS[f.name].present and f.name in family_defaults:
       values[f.name] = family_defaults[f.name]
     else:
-      values[f.name] = _value(f.name, _default(f))
+      values[f.name] = _value(f)
   if FLAGS.train_file and not FLAGS["dataset"].present:
     values["dataset"] = "file"
   model_values = {}
   for f in dataclasses.fields(family.Config):
-    model_values[f.name] = _value(f.name, _default(f))
+    model_values[f.name] = _value(f)
   cfg = config_lib.Config(**values, model_config=family.Config(**model_values))
   config_lib.check(cfg)
   config_lib.check(cfg.model_config)
+  if cfg.vmap_seeds and cfg.vmap_learning_rates:
+    raise config_lib.ConfigError("--vmap_seeds and --vmap_learning_rates exclude each other: "
+                                 "pick one axis to vectorize")
+  if (cfg.vmap_seeds or cfg.vmap_learning_rates) and cfg.cv_folds:
+    raise config_lib.ConfigError("--cv_folds cannot be vmapped (each fold has its own "
+                                 "vocabulary, so parameter shapes differ): drop --vmap_*")
   if hasattr(family, "check"):
     family.check(cfg)
   return cfg

@@ -16,9 +16,12 @@ from typing import Any
 from nets.errors import ConfigError
 
 
-def option(default, help: str, *, choices=None, low=None, high=None, gt=None):
-  """A config field with its flag help text and its allowed values."""
-  meta = dict(help=help, choices=choices, low=low, high=high, gt=gt)
+def option(default, help: str, *, choices=None, low=None, high=None, gt=None, of=int):
+  """A config field with its flag help text and its allowed values.
+
+  `of` is the element type of a tuple field (a comma-separated flag).
+  """
+  meta = dict(help=help, choices=choices, low=low, high=high, gt=gt, of=of)
   if isinstance(default, (list, tuple)):
     return dataclasses.field(default_factory=lambda: tuple(default), metadata=meta)
   return dataclasses.field(default=default, metadata=meta)
@@ -77,6 +80,9 @@ class Config:
       "", "Directory for config, metrics, TensorBoard events and checkpoints "
       "(default: workdirs/MODEL-DATASET). Rerunning with the same workdir resumes.")
   seed: int = option(0, "Random seed for initialisation, dropout, data order and splits.", low=0)
+  split_seed: int = option(
+      -1, "Seed of the train/valid/test split and CV folds (-1: --seed). Fix it to vary "
+      "only initialisation, dropout and data order between runs.", low=-1)
 
   # Data preparation.
   tokenizer: str = option("kim", "Tokenizer: kim (Kim 2014 clean_str), whitespace or lower.",
@@ -131,6 +137,15 @@ class Config:
       0.0, "Rescale each output unit's weight vector to at most this L2 norm after every "
       "step, as Kim (2014) does with s=3 (0: off).", low=0.0)
 
+  # Replicas trained in one compiled program (jax.vmap over the train state).
+  vmap_seeds: int = option(
+      0, "Train N replicas with seeds seed, seed+1, ..., seed+N-1 in one compiled program "
+      "(jax.vmap over the train state) and report each and their mean/std. They share the "
+      "data split of --split_seed (default --seed). 0: off.", low=0)
+  vmap_learning_rates: tuple = option(
+      (), "Train one replica per learning rate (comma-separated) in one compiled program; "
+      "they share --seed. Replaces --learning_rate.", gt=0.0, of=float)
+
   # Logging and checkpoints.
   log_every: int = option(50, "Log training metrics every N steps.", low=1)
   eval_every: int = option(0, "Evaluate every N steps (0: at the end of every epoch).", low=0)
@@ -143,6 +158,17 @@ class Config:
 
   # The model family's own hyperparameters (a dataclass of that family's module).
   model_config: Any = None
+
+  @property
+  def data_seed(self) -> int:
+    """The seed of data splits and CV folds."""
+    return self.split_seed if self.split_seed >= 0 else self.seed
+
+  def replicas(self) -> list[tuple[int, float]]:
+    """(seed, learning rate) of each vmapped replica; [] when not vmapping."""
+    if self.vmap_learning_rates:
+      return [(self.seed, lr) for lr in self.vmap_learning_rates]
+    return [(self.seed + r, self.learning_rate) for r in range(self.vmap_seeds)]
 
   def replace(self, **kw) -> "Config":
     return dataclasses.replace(self, **kw)

@@ -19,6 +19,7 @@ from nets.errors import ConfigError
 
 FAMILIES = {
     "textcnn": "nets.textcnn",
+    "convnet": "nets.convnet",
 }
 
 

@@ -18,8 +18,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+def batch_sharding(mesh: Mesh, leading_axes: int = 0) -> NamedSharding:
+  """Batches split along `data`; `leading_axes` unsplit axes come first (e.g. replicas)."""
+  return NamedSharding(mesh, P(*([None] * leading_axes), "data"))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, flag: str = "batch_size") -> None:
@@ -40,4 +41,5 @@ def put_batch(batch: dict, sharding: NamedSharding) -> dict:
   """Assembles this process's rows into global arrays sharded along `data`."""
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)
+  # (global shape from local rows: the split axis is the one named `data`.)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -51,7 +51,7 @@ def init(tx: optax.GradientTransformation, table):
 
 
 def update(tx: optax.GradientTransformation, decay: float, table, state, ids, row_grads,
-           step):
+           step, scale=None):
   """Applies `tx` to the rows `ids` of `table`; returns (table, state)."""
   rows = gather(table, ids)
   V = table.shape[0]
@@ -61,6 +61,8 @@ def update(tx: optax.GradientTransformation, decay: float, table, state, ids, ro
   opt_rows = jax.tree.map(lambda s: gather(s, ids) * catch_up if is_rows(s) else s,
                           state["opt"])
   updates, opt_rows = tx.update(row_grads, opt_rows, rows)
+  if scale is not None:  # a replica's learning rate relative to the optimizer's
+    updates = updates * scale
   table = scatter(table, ids, rows + updates)
   opt = jax.tree.map(lambda full, new: scatter(full, ids, new) if is_rows(full) else new,
                      state["opt"], opt_rows)

@@ -51,10 +51,13 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Co
 
   sparse_tables: embedding modules (looked up by batch["tokens"]) whose rows are updated
   row-sparsely (nets.sparse); empty for the dense path.
+  update_scale: None, or a replica's learning rate over the optimizer's. optax applies
+  the learning rate as the last factor of every optimizer here, so scaling the updates is
+  exactly training with that learning rate.
   """
   decay = sparse.ACCUMULATOR_DECAY.get(cfg.optimizer, 1.0)
 
-  def train_step(state: TrainState, batch: dict):
+  def train_step(state: TrainState, batch: dict, update_scale=None):
     rng = jax.random.fold_in(state.rng, state.step)
     params = state.params
     tables = [t for t in sparse_tables if t in params]
@@ -76,13 +79,15 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, cfg: Co
     dense = lambda tree: {k: v for k, v in tree.items() if k not in tables}
     updates, dense_opt = tx.update(dense(grads), state.opt_state["dense"],
                                    dense(state.params))
+    if update_scale is not None:
+      updates = jax.tree.map(lambda u: u * update_scale, updates)
     new_params = optax.apply_updates(dense(state.params), updates)
     rows_opt = dict(state.opt_state["rows"])
     for t in tables:
       if t in rows_opt:
         table, rows_opt[t] = sparse.update(row_tx, decay, state.params[t]["embedding"],
                                            rows_opt[t], ids, grads[t]["embedding"],
-                                           state.step)
+                                           state.step, update_scale)
         new_params[t] = {"embedding": table}
       else:  # a frozen table
         new_params[t] = state.params[t]
@@ -149,36 +154,62 @@ class Trainer:
 
     self.replicated = parallel.replicated(self.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self._init = init_state(self.network, self.tx, self.sparse_tables, row_tx,
-                            getattr(self.network, "initial_model_state", lambda: {}))
-    abstract = jax.eval_shape(self._init, jax.random.PRNGKey(cfg.seed))
+    init = init_state(self.network, self.tx, self.sparse_tables, row_tx,
+                      getattr(self.network, "initial_model_state", lambda: {}))
+    step = make_train_step(self.loss_fn, self.tx, cfg, self.sparse_tables, row_tx,
+                           getattr(data, "vocab_size", 0) if data.vocab is not None else 0)
+    evaluate = make_eval_step(self.loss_fn)
+    # Replicas (--vmap_seeds, --vmap_learning_rates): one program over a leading axis R of
+    # the state and of training batches; evaluation batches are shared.
+    self.replicas = cfg.replicas()
+    if self.replicas:
+      scales = jnp.asarray([lr / cfg.learning_rate for _, lr in self.replicas], jnp.float32)
+      self._keys = jnp.stack([jax.random.PRNGKey(seed) for seed, _ in self.replicas])
+      self._init = jax.vmap(init)
+      step_fn = lambda state, batch: jax.vmap(step)(state, batch, scales)
+      evaluate = jax.vmap(evaluate, in_axes=(0, 0, None))
+      self.train_batch_sharding = parallel.batch_sharding(self.mesh, leading_axes=1)
+    else:
+      self._keys = jax.random.PRNGKey(cfg.seed)
+      self._init = init
+      step_fn = step
+      self.train_batch_sharding = self.batch_sharding
+    abstract = jax.eval_shape(self._init, self._keys)
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract, self.state_sharding)
     self.train_step = jax.jit(
-        make_train_step(self.loss_fn, self.tx, cfg, self.sparse_tables, row_tx,
-                        getattr(data, "vocab_size", 0) if data.vocab is not None else 0),
-        in_shardings=(self.state_sharding, self.batch_sharding),
+        step_fn, in_shardings=(self.state_sharding, self.train_batch_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     self.eval_step = jax.jit(
-        make_eval_step(self.loss_fn),
+        evaluate,
         in_shardings=(self.state_sharding.params, self.state_sharding.model_state,
                       self.batch_sharding),
         out_shardings=(self.replicated, self.state_sharding.model_state))
 
   def initial_state(self) -> TrainState:
-    # Not jitted: a pretrained embedding table would become a compile-time constant.
-    return jax.device_put(self._init(jax.random.PRNGKey(self.cfg.seed)), self.state_sharding)
+    if getattr(self.data, "pretrained", None) is not None:
+      # Not jitted: the pretrained table would become a compile-time constant.
+      return jax.device_put(self._init(self._keys), self.state_sharding)
+    return jax.jit(self._init, out_shardings=self.state_sharding)(self._keys)
 
   def put(self, batch: dict) -> dict:
     return parallel.put_batch(batch, self.batch_sharding)
 
   def batches(self, start_step: int):
+    """Training batches from `start_step`; with replicas, one per replica's seed, stacked."""
     rows = parallel.local_slice(self.cfg.batch_size)
-    it = pipeline.train_batches(self.data.train, self.cfg.batch_size, self.cfg.seed,
-                                start_step, rows, self.buckets, shuffle=self.data.shuffle)
-    return pipeline.prefetch(it, self.put)
+    seeds = [seed for seed, _ in self.replicas] or [self.cfg.seed]
+    its = [pipeline.train_batches(self.data.train, self.cfg.batch_size, seed, start_step,
+                                  rows, self.buckets, shuffle=self.data.shuffle)
+           for seed in seeds]
+    if not self.replicas:
+      it = its[0]
+    else:
+      it = (pipeline.stack_batches([next(i) for i in its]) for _ in iter(int, 1))
+    return pipeline.prefetch(
+        it, lambda b: parallel.put_batch(b, self.train_batch_sharding))
 
   def evaluate(self, params, arrays: dict, batch_size: int | None = None) -> dict:
     """Mean of every metric over all examples of `arrays`."""
@@ -190,13 +221,18 @@ class Trainer:
       sums, model_state = self.eval_step(params, model_state, self.put(batch))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
-    count = max(float(totals.pop("count")), 1.0)
-    means = {k: float(v) / count for k, v in totals.items()}
+    count = np.maximum(totals.pop("count"), 1.0)
+    # Floats, or [R] arrays (one value per replica).
+    means = {k: v / count if self.replicas else float(v) / float(count)
+             for k, v in totals.items()}
     return {**means, **self.task.derived(means)}
 
   def fresh_model_state(self):
     """A fresh model state (zeros), e.g. the RNN carry evaluation starts from."""
-    return getattr(self.network, "initial_model_state", lambda: {})()
+    fresh = getattr(self.network, "initial_model_state", lambda: {})()
+    if self.replicas:
+      fresh = jax.tree.map(lambda x: jnp.stack([x] * len(self.replicas)), fresh)
+    return fresh
 
   def evaluate_splits(self, params) -> dict:
     out = {}
@@ -242,13 +278,16 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
     if data.vocab is not None:
       data.vocab.save(os.path.join(workdir, "vocab.txt"))
 
+  task = trainer.task
   checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints,
-                            best_metric=trainer.task.best_metric,
-                            best_mode=trainer.task.best_mode)
+                            best_metric=task.best_metric, best_mode=task.best_mode)
+  replica_best = ReplicaBest(os.path.join(workdir, "replicas.json"), trainer.replicas,
+                             task.best_metric, task.best_mode)
   writer = MetricWriter(workdir, tensorboard=cfg.tensorboard)
   start = checkpoints.latest_step()
   if start is None:
     state, start = trainer.initial_state(), 0
+    replica_best.reset()
   else:
     state = checkpoints.restore(trainer.abstract_state)
     print(f"{workdir}: resuming from step {start}")
@@ -273,26 +312,27 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
       if step % cfg.log_every == 0 or step == total:
         # Fetching waits only for the steps already dispatched; the device keeps busy.
         logged = _mean(jax.device_get(pending))
-        logged.update(trainer.task.derived(logged))
+        logged.update(task.derived(logged))
         pending = []
-        if not math.isfinite(logged["loss"]):
-          raise UserError(f"training diverged: train/loss is {logged['loss']} at step "
-                          f"{step}; lower --learning_rate or set --grad_clip")
+        _check_finite(logged["loss"], step, bar)
         now = time.perf_counter()
-        logged["examples_per_s"] = n_log * cfg.batch_size / max(now - t_log - paused, 1e-9)
+        examples = n_log * cfg.batch_size * max(len(trainer.replicas), 1)
+        logged["examples_per_s"] = examples / max(now - t_log - paused, 1e-9)
         t_log, n_log, paused = now, 0, 0.0
-        bar.set_postfix(loss=f"{logged['loss']:.4f}",
-                        ex_s=f"{logged['examples_per_s']:.0f}")
-        writer.write(step, step / spe, {f"train/{k}": v for k, v in logged.items()})
+        flat = _scalars({f"train/{k}": v for k, v in logged.items()})
+        bar.set_postfix(loss=f"{flat['train/loss']:.4f}",
+                        ex_s=f"{flat['train/examples_per_s']:.0f}")
+        writer.write(step, step / spe, flat)
       if step % eval_every == 0 or step == total:
         jax.block_until_ready(state.params)  # so the pause below holds no training time
         t_pause = time.perf_counter()
         evals = trainer.evaluate_splits(state.params)
-        writer.write(step, step / spe, evals)
-        if checkpoints.save_if_best(step, state, evals):
-          evals["best"] = 1
+        replica_best.update(step, evals)
+        flat = _scalars(evals)
+        writer.write(step, step / spe, flat)
+        checkpoints.save_if_best(step, state, flat)
         bar.write(f"step {step} epoch {step / spe:.2f}: " + "  ".join(
-            f"{k} {v:.4f}" for k, v in evals.items() if k != "best"))
+            f"{k} {v:.4f}" for k, v in flat.items() if not isinstance(v, list)))
         paused += time.perf_counter() - t_pause
       if step % checkpoint_every == 0 or step == total:
         jax.block_until_ready(state.params)
@@ -312,31 +352,104 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
   checkpoints.close()
 
   final = trainer.evaluate_splits(state.params)
-  best = _read_json(os.path.join(workdir, "best", "best.json")) or {}
-  selected = best.get("metrics", final)
-  summary = {"steps": total, "epochs": total / spe, "best_step": best.get("step", total),
-             "selected_on": checkpoints.best_metric,
-             **{k: v for k, v in selected.items() if k != "best"},
-             "final": final, "wall_time_s": time.perf_counter() - t0,
-             "resumed_from": start}
+  info = {"steps": total, "epochs": total / spe, "selected_on": task.best_metric,
+          "wall_time_s": time.perf_counter() - t0, "resumed_from": start}
+  if trainer.replicas:
+    summary = {**info, **replica_best.summary(final)}
+  else:
+    best = _read_json(os.path.join(workdir, "best", "best.json")) or {}
+    selected = best.get("metrics", final)
+    summary = {**info, "best_step": best.get("step", total), **selected, "final": final}
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
 
-def cross_validation_summary(folds: list[dict]) -> dict:
-  keys = [k for k, v in folds[0].items() if isinstance(v, (int, float)) and "/" in k]
-  out = {"folds": len(folds)}
+class ReplicaBest:
+  """Each replica's best validation step and its metrics (replicas.json in the workdir).
+
+  The `best/` checkpoint follows the mean over replicas; this keeps what each replica
+  would have selected on its own, so the summary equals that of separate runs.
+  """
+
+  def __init__(self, path: str, replicas: list, metric: str, mode: str):
+    self.path, self.replicas, self.metric, self.mode = path, replicas, metric, mode
+    self.best = (_read_json(path) or {}).get("best") if replicas else None
+
+  def reset(self) -> None:
+    self.best = [None] * len(self.replicas) if self.replicas else None
+
+  def update(self, step: int, evals: dict) -> None:
+    if not self.replicas or self.metric not in evals:
+      return
+    for r, value in enumerate(np.asarray(evals[self.metric], np.float64)):
+      old = self.best[r]
+      better = old is None or (value > old[self.metric] if self.mode == "max"
+                               else value < old[self.metric])
+      if math.isfinite(value) and better:
+        self.best[r] = {"best_step": step, **{k: float(np.asarray(v)[r])
+                                             for k, v in evals.items()}}
+    _write_json(self.path, {"metric": self.metric, "best": self.best})
+
+  def summary(self, final: dict) -> dict:
+    per_replica = []
+    for r, (seed, lr) in enumerate(self.replicas):
+      chosen = self.best[r] or {}
+      per_replica.append({"seed": seed, "learning_rate": lr, **chosen,
+                          "final": {k: float(np.asarray(v)[r]) for k, v in final.items()}})
+    out = aggregate(per_replica)
+    out["replicas"] = out.pop("runs")
+    return out
+
+
+def _check_finite(loss, step: int, bar) -> None:
+  """Stops a diverged run; with replicas, only when every replica diverged."""
+  values = np.atleast_1d(np.asarray(loss, np.float64))
+  if not np.isfinite(values).any():
+    raise UserError(f"training diverged: train/loss is {values[0]} at step {step}; lower "
+                    "--learning_rate or set --grad_clip")
+  if not np.isfinite(values).all():
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    bar.write(f"step {step}: replicas {bad} diverged (loss not finite); the others go on")
+
+
+def _scalars(metrics: dict) -> dict:
+  """Per-replica [R] arrays become their mean (over finite replicas) plus a list."""
+  out = {}
+  for k, v in metrics.items():
+    if np.ndim(v) == 0:
+      out[k] = float(v)
+    else:
+      v = np.asarray(v, np.float64)
+      finite = v[np.isfinite(v)]
+      out[k] = float(finite.mean()) if finite.size else float("nan")
+      out[k + "/replicas"] = [float(x) for x in v]
+  return out
+
+
+def aggregate(runs: list[dict]) -> dict:
+  """Mean and standard deviation of every metric over runs (CV folds, replicas)."""
+  keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and "/" in k]
+  out = {"count": len(runs)}
   for k in keys:
-    values = np.array([f[k] for f in folds], np.float64)
-    out[k] = float(values.mean())
-    out[k + "_std"] = float(values.std())
-  out["per_fold"] = folds
+    values = np.array([r.get(k, np.nan) for r in runs], np.float64)
+    out[k] = float(np.nanmean(values))
+    out[k + "_std"] = float(np.nanstd(values))
+  out["runs"] = runs
+  return out
+
+
+def cross_validation_summary(folds: list[dict]) -> dict:
+  out = aggregate(folds)
+  out["folds"], out["per_fold"] = out.pop("count"), out.pop("runs")
   return out
 
 
 def _mean(metrics: list[dict]) -> dict:
-  return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  """Mean over logged steps: floats, or [R] arrays with replicas."""
+  means = {k: np.mean(np.stack([np.asarray(m[k]) for m in metrics]), axis=0)
+           for k in metrics[0]}
+  return {k: float(v) if np.ndim(v) == 0 else v for k, v in means.items()}
 
 
 def _check_same_experiment(cfg: Config, workdir: str) -> None:

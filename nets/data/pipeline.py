@@ -99,6 +99,15 @@ def eval_batches(arrays: dict, batch_size: int, rows: slice = slice(None)) -> It
     yield batch
 
 
+def stack_batches(batches: list[dict]) -> dict:
+  """Stacks same-size batches on a new leading axis, padding tokens to the longest."""
+  if "tokens" in batches[0]:
+    width = max(b["tokens"].shape[1] for b in batches)
+    batches = [{**b, "tokens": np.pad(b["tokens"], ((0, 0), (0, width - b["tokens"].shape[1])))}
+               for b in batches]
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
 def prefetch(batches: Iterator[dict], put: Callable[[dict], dict], size: int = 2):
   """Keeps `size` batches in flight to the devices (device_put is asynchronous)."""
   queue = collections.deque()

@@ -647,7 +647,7 @@ def prepare(raw: TextSplits, cfg, fold: int = 0):
   """Splits, builds the vocabulary from training data only, pads to a static length."""
   from nets import losses
   from nets.data.datasets import Data
-  splits = make_splits(raw, seed=cfg.seed, valid_fraction=cfg.valid_fraction,
+  splits = make_splits(raw, seed=cfg.data_seed, valid_fraction=cfg.valid_fraction,
                        test_fraction=cfg.test_fraction, cv_folds=cfg.cv_folds, fold=fold)
   if cfg.loss == "sigmoid_xent" and raw.num_classes != 2:
     raise ConfigError(f"--loss=sigmoid_xent needs a binary dataset ({cfg.dataset} has "

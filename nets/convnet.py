@@ -1,0 +1,248 @@
+"""An image ConvNet; by default the LeNet-style network of the lectures' Torch example.
+
+Input 1x32x32 (MNIST's 28x28 zero-padded by 2) -> conv 5x5, 16 maps -> tanh -> max-pool
+2x2 stride 2 -> conv 5x5, 128 maps -> tanh -> max-pool 2x2 stride 2 -> dense 200 -> tanh
+-> dense 10 (logits; the loss applies the log-softmax). Shapes: 32 -> 28 -> 14 -> 10 -> 5,
+so the first dense layer sees 5*5*128 = 3200 features.
+
+Flags set the blocks (`--channels`, `--convs_per_block`), the convolutions (kernel,
+stride, padding valid/same/P), activations, pooling and the dense head, so a small
+VGG-style stack needs no code, e.g. for CIFAR-10:
+  --channels=64,128,256 --convs_per_block=2 --kernel_size=3 --conv_padding=same
+  --conv_activation=relu --dense_widths=256 --dense_dropout=0.5 --input_padding=0
+  --random_crop=4 --random_flip
+
+Images arrive as uint8 NHWC and are padded, augmented (training only), scaled and
+normalized on the device (`preprocess`), so the host keeps uint8 and a resumed run
+draws the same augmentation from the step's rng.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nets.config import option
+from nets.errors import ConfigError
+from nets.models import Network
+
+TASK = "classification"
+DATA = "image"
+
+# SGD with momentum 0.9 and a cosine decay, as flax's MNIST example (which reaches 99.17
+# with a similar network in 10 epochs); validation = MNIST's last 5000 training images.
+DEFAULTS = dict(dataset="mnist", optimizer="momentum", learning_rate=0.05, batch_size=128,
+                num_epochs=10, lr_schedule="cosine", max_norm=0.0, valid_fraction=1 / 12)
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
+NORMALIZATIONS = ("channel", "global", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  channels: tuple = option(
+      (16, 128), "Feature maps of each conv block, comma-separated: one block (conv(s), "
+      "activation, pooling) per entry.", low=1)
+  convs_per_block: int = option(
+      1, "Convolutions (each followed by the activation) per block before its pooling; 2 "
+      "or 3 for VGG-style blocks.", low=1)
+  kernel_size: int = option(5, "Height and width of every convolution filter.", low=1)
+  conv_stride: int = option(1, "Stride of every convolution.", low=1)
+  conv_padding: str = option(
+      "valid", "Zero padding of every convolution: valid (none: W-F+1 outputs), same "
+      "(ceil(W/S) outputs) or an integer P on each side ((W-F+2P)/S+1 outputs).")
+  conv_activation: str = option("tanh", "Nonlinearity after every convolution.",
+                                choices=tuple(ACTIVATIONS))
+  pool_type: str = option("max", "Pooling after each conv block (none: no pooling).",
+                          choices=("max", "avg", "none"))
+  pool_size: int = option(2, "Pooling window height and width.", low=1)
+  pool_stride: int = option(
+      2, "Pooling stride (equal to --pool_size: non-overlapping windows).", low=1)
+  dense_widths: tuple = option(
+      (200,), "Widths of the hidden dense layers after the conv blocks, comma-separated "
+      "(empty: the output layer follows the last block).", low=1)
+  dense_activation: str = option("tanh", "Nonlinearity after every hidden dense layer.",
+                                 choices=tuple(ACTIVATIONS))
+  dense_dropout: float = option(
+      0.0, "Dropout rate on the input of every dense layer (training only).", low=0.0,
+      high=0.99)
+  input_padding: int = option(
+      2, "Zero (background) pixels added on every side of each image first: 2 turns "
+      "MNIST's 28x28 into LeNet's 32x32; use 0 for CIFAR-10.", low=0)
+  pixel_scale: float = option(
+      1 / 255, "Multiply uint8 pixels by this (default: to [0, 1]); applied on the device.",
+      gt=0.0)
+  normalize: str = option(
+      "channel", "Then subtract the training images' pixel mean and divide by their std: "
+      "per channel, over all channels (global), or not (none).", choices=NORMALIZATIONS)
+  random_crop: int = option(
+      0, "Training augmentation: pad each image by this many zero pixels and crop it back "
+      "at a random offset (4 is usual for CIFAR-10; 0: off).", low=0)
+  random_flip: bool = option(
+      False, "Training augmentation: flip each image left-right with probability 1/2 (not "
+      "for digits).")
+
+
+# --- layers (plain functions / module factories, shared with the gradient tests) ----------
+
+def conv_padding(padding: str):
+  """The --conv_padding string as flax padding: 'VALID', 'SAME' or ((P, P), (P, P))."""
+  if padding in ("valid", "same"):
+    return padding.upper()
+  p = int(padding)
+  return ((p, p), (p, p))
+
+
+def conv_layer(features: int, config: Config, name: str | None = None) -> nn.Conv:
+  return nn.Conv(features, (config.kernel_size, config.kernel_size),
+                 strides=(config.conv_stride, config.conv_stride),
+                 padding=conv_padding(config.conv_padding), name=name)
+
+
+def pool(x_BxHxWxC, kind: str, window: int, stride: int):
+  if kind == "none":
+    return x_BxHxWxC
+  fn = nn.max_pool if kind == "max" else nn.avg_pool
+  return fn(x_BxHxWxC, (window, window), strides=(stride, stride), padding="VALID")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+  """Outputs of a convolution along one axis: (W - F + 2P) / S + 1, rounded down."""
+  if padding == "same":
+    return -(-size // stride)
+  p = 0 if padding == "valid" else int(padding)
+  return (size - kernel + 2 * p) // stride + 1
+
+
+def pool_output_size(size: int, window: int, stride: int) -> int:
+  return (size - window) // stride + 1
+
+
+def feature_shapes(config: Config, image_shape) -> list[tuple[str, tuple]]:
+  """(layer, (H, W, C)) after the input padding and after every conv and pooling layer."""
+  H, W, C = image_shape
+  H, W = H + 2 * config.input_padding, W + 2 * config.input_padding
+  shapes = [("input", (H, W, C))]
+  for block, features in enumerate(config.channels):
+    for i in range(config.convs_per_block):
+      H, W = (conv_output_size(s, config.kernel_size, config.conv_stride,
+                               config.conv_padding) for s in (H, W))
+      shapes.append((f"conv{block * config.convs_per_block + i}", (H, W, features)))
+    if config.pool_type != "none":
+      H, W = (pool_output_size(s, config.pool_size, config.pool_stride) for s in (H, W))
+      shapes.append((f"pool{block}", (H, W, features)))
+  return shapes
+
+
+class ConvNet(nn.Module):
+  """Conv blocks and a dense head over preprocessed float images [B, H, W, C]."""
+
+  config: Config
+  num_outputs: int
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, *, train: bool):
+    cfg = self.config
+    x = x_BxHxWxC
+    for block, features in enumerate(cfg.channels):
+      for i in range(cfg.convs_per_block):
+        conv = conv_layer(features, cfg, name=f"conv{block * cfg.convs_per_block + i}")
+        x = ACTIVATIONS[cfg.conv_activation](conv(x))
+      x = pool(x, cfg.pool_type, cfg.pool_size, cfg.pool_stride)
+    x = x.reshape((x.shape[0], -1))
+    for j, width in enumerate(cfg.dense_widths):
+      x = nn.Dropout(cfg.dense_dropout, deterministic=not train)(x)
+      x = ACTIVATIONS[cfg.dense_activation](nn.Dense(width, name=f"dense{j}")(x))
+    x = nn.Dropout(cfg.dense_dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_outputs, name="output")(x)
+
+
+# --- input pipeline on the device ---------------------------------------------------------
+
+def augment(images_BxHxWxC, rng, crop_padding: int, flip: bool):
+  """Random crop after zero padding, and random left-right flip, one draw per image."""
+  B, H, W, C = images_BxHxWxC.shape
+  crop_rng, flip_rng = jax.random.split(rng)
+  x = images_BxHxWxC
+  if crop_padding:
+    p = crop_padding
+    padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets_Bx2 = jax.random.randint(crop_rng, (B, 2), 0, 2 * p + 1)
+    crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (H, W, C))
+    x = jax.vmap(crop)(padded, offsets_Bx2)
+  if flip:
+    flip_B = jax.random.bernoulli(flip_rng, 0.5, (B,))
+    x = jnp.where(flip_B[:, None, None, None], x[:, :, ::-1, :], x)
+  return x
+
+
+def preprocess(images_BxHxWxC, config: Config, stats: dict, *, train: bool = False,
+               rng=None):
+  """uint8 images -> the float network input: pad, augment (training), scale, normalize.
+
+  Padding and augmentation add zero pixels before normalization, so they look like
+  background (MNIST's 0) rather than like the mean.
+  """
+  x = images_BxHxWxC.astype(jnp.float32)
+  p = config.input_padding
+  if p:
+    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  if train and rng is not None and (config.random_crop or config.random_flip):
+    x = augment(x, rng, config.random_crop, config.random_flip)
+  x = x * config.pixel_scale
+  if config.normalize != "none":
+    if config.normalize == "channel":
+      mean, std = np.asarray(stats["pixel_mean"]), np.asarray(stats["pixel_std"])
+    else:
+      mean, std = np.asarray(stats["pixel_mean_global"]), np.asarray(stats["pixel_std_global"])
+    mean = jnp.asarray(mean * config.pixel_scale, jnp.float32)
+    std = jnp.asarray(np.maximum(std, 1e-6) * config.pixel_scale, jnp.float32)
+    x = (x - mean) / std
+  return x
+
+
+def build(config: Config, data_info) -> Network:
+  """The ConvNet as (init, apply) over batches {"image": uint8 [B, H, W, C]}.
+
+  data_info needs .num_outputs and .info with "image_shape" and the pixel statistics
+  of nets.data.images.pixel_stats (saved in data.json, so evaluation rebuilds the same).
+  """
+  image_shape = tuple(data_info.info["image_shape"])
+  shapes = feature_shapes(config, image_shape)
+  for layer, (H, W, _) in shapes:
+    if H < 1 or W < 1:
+      raise ConfigError(
+          f"{'x'.join(map(str, image_shape[:2]))} images shrink to {H}x{W} at {layer} "
+          f"({', '.join(f'{n} {h}x{w}' for n, (h, w, _) in shapes)}): use fewer "
+          "--channels blocks, --conv_padding=same, a smaller --kernel_size or pooling")
+  module = ConvNet(config, data_info.num_outputs)
+  stats = {k: v for k, v in data_info.info.items() if k.startswith("pixel_")}
+
+  def init(rng):
+    H, W, C = shapes[0][1]
+    return module.init({"params": rng}, jnp.zeros((1, H, W, C), jnp.float32),
+                       train=False)["params"]
+
+  def apply(params, batch, *, train: bool = False, rng=None):
+    rngs = {}
+    augment_rng = None
+    if train and rng is not None:
+      augment_rng, dropout_rng = jax.random.split(rng)
+      rngs = {"dropout": dropout_rng}
+    x = preprocess(batch["image"], config, stats, train=train, rng=augment_rng)
+    return module.apply({"params": params}, x, train=train, rngs=rngs)
+
+  return Network(init=init, apply=apply)
+
+
+def check(cfg) -> None:
+  """Cross-flag rules of this family (single-field ranges are in the field metadata)."""
+  mc = cfg.model_config
+  padding = mc.conv_padding
+  if padding not in ("valid", "same") and not padding.isdigit():
+    raise ConfigError(f"--conv_padding={padding}: must be valid, same or a non-negative "
+                      "integer")

@@ -1,0 +1,38 @@
+"""--vmap_seeds / --vmap_learning_rates: N replicas in one program equal N separate runs."""
+
+import numpy as np
+import pytest
+
+from nets.trainer import train_and_evaluate
+from tests.conftest import tiny_config
+
+
+def test_vmapped_seeds_equal_separate_runs(tmp_path, keyword_files):
+  train, test = keyword_files
+  kw = dict(split_seed=0, num_epochs=2, optimizer="adadelta", learning_rate=1.0)
+  together = train_and_evaluate(tiny_config(tmp_path / "vmap", train, test, seed=3,
+                                            vmap_seeds=3, **kw))
+  assert [r["seed"] for r in together["replicas"]] == [3, 4, 5]
+  for replica in together["replicas"]:
+    alone = train_and_evaluate(tiny_config(tmp_path / f"s{replica['seed']}", train, test,
+                                           seed=replica["seed"], **kw))
+    assert replica["best_step"] == alone["best_step"]
+    for key in ("valid/accuracy", "test/accuracy", "test/loss"):
+      assert replica[key] == pytest.approx(alone[key], rel=1e-4, abs=1e-5), key
+    for key, value in alone["final"].items():
+      assert replica["final"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+  accs = [r["test/accuracy"] for r in together["replicas"]]
+  assert together["test/accuracy"] == pytest.approx(np.mean(accs))
+  assert together["test/accuracy_std"] == pytest.approx(np.std(accs))
+
+
+def test_vmapped_learning_rates_equal_separate_runs(tmp_path, keyword_files):
+  train, test = keyword_files
+  together = train_and_evaluate(tiny_config(tmp_path / "vmap", train, test, num_epochs=1,
+                                            optimizer="adam", vmap_learning_rates=(0.003, 0.03)))
+  for replica in together["replicas"]:
+    lr = replica["learning_rate"]
+    alone = train_and_evaluate(tiny_config(tmp_path / f"lr{lr}", train, test, num_epochs=1,
+                                           optimizer="adam", learning_rate=lr))
+    for key, value in alone["final"].items():
+      assert replica["final"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
