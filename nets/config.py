@@ -65,7 +65,8 @@ class Config:
   model: str = option("textcnn", "Model family to train (see nets.models.FAMILIES).")
   dataset: str = option(
       "sst2",
-      "Dataset name: mr, sst1, sst2, subj, trec, 'file' (label-first files given by "
+      "Dataset name. Sentence classifiers: mr, sst1, sst2, subj, trec; image models: "
+      "mnist; language models: tiny_shakespeare; every family: 'file' (your files via "
       "--train_file/--valid_file/--test_file) or tfds:NAME for a TFDS dataset.")
   data_dir: str = option(
       "", "Local copy of the data, laid out like shared/data (default: $NETS_DATA_DIR, "
