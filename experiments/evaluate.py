@@ -17,7 +17,8 @@ from nets.errors import ConfigError
 flags.DEFINE_string("workdir", None, "Workdir of a training run (holds config.json, "
                     "vocab.txt and checkpoints).")
 flags.DEFINE_string("test_file", None, "File to evaluate on, in the run's data format (for "
-                    "sentence classifiers: '<label> <sentence>' per line).")
+                    "sentence classifiers: '<label> <sentence>' per line; for language "
+                    "models: any text).")
 flags.DEFINE_string("checkpoint", "best", "Which checkpoint: best (on validation) or latest.")
 flags.DEFINE_integer("batch_size", 0, "Evaluation batch size (0: the run's).")
 flags.DEFINE_string("output", "", "Also append the JSON line to this file.")
@@ -43,11 +44,14 @@ def main(argv):
     # The run's data kind reads the file the way it read its training data.
     arrays = datasets.kind(cfg).encode_file(FLAGS.test_file, trainer.data)
     batch_size = FLAGS.batch_size or cfg.batch_size
+    if not trainer.data.shuffle and batch_size != cfg.batch_size:
+      raise ConfigError(f"--batch_size={batch_size}: a {cfg.model} run carries its state "
+                        f"across batches and evaluates with its own {cfg.batch_size}")
     parallel.check_batch_size(batch_size, trainer.mesh)
     metrics = trainer.evaluate(state.params, arrays, batch_size)
     result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
               "step": int(state.step), "test_file": FLAGS.test_file,
-              "examples": int(len(arrays["label"])), **metrics}
+              "examples": int(len(next(iter(arrays.values())))), **metrics}
     line = json.dumps(result)
     print(line)
     if FLAGS.output:

@@ -91,7 +91,9 @@ def config_from_flags() -> config_lib.Config:
     values["dataset"] = "file"
   model_values = {}
   for f in dataclasses.fields(family.Config):
-    model_values[f.name] = _value(f)
+    # A flag shared by several families (e.g. --embed_dim) has one absl default; unset,
+    # each family keeps its own.
+    model_values[f.name] = _value(f) if FLAGS[f.name].present else _default(f)
   cfg = config_lib.Config(**values, model_config=family.Config(**model_values))
   config_lib.check(cfg)
   config_lib.check(cfg.model_config)

@@ -19,6 +19,10 @@ from nets.errors import ConfigError
 
 FAMILIES = {
     "textcnn": "nets.textcnn",
+    "rnn": "nets.rnn",
+    "lstm": "nets.lstm",
+    "rnn_lm": "nets.rnn_lm",
+    "lstm_lm": "nets.lstm_lm",
     "convnet": "nets.convnet",
 }
 

@@ -10,9 +10,12 @@ RNN's hidden state under truncated BPTT; {} for most models).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import optax
 
 from nets import losses
 from nets.models import Network
@@ -41,8 +44,38 @@ def classification_loss(network: Network, cfg) -> Callable:
   return loss_fn
 
 
+def language_model_loss(network: Network, cfg) -> Callable:
+  """Mean next-character cross-entropy in nats over the real (weight 1) positions.
+
+  Truncated BPTT: the carried state enters as a constant (stop_gradient), so gradients
+  stop at the window's start while the forward pass continues the stream.
+  """
+  del cfg
+
+  def loss_fn(params, model_state, batch, rng, train):
+    logits_BxTxV, model_state = network.apply(
+        params, batch, train=train, rng=rng, model_state=jax.lax.stop_gradient(model_state))
+    targets_BxT = batch["targets"]
+    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+    weight_BxT = batch.get("weight", jnp.ones_like(nll_BxT))
+    if "mask" in batch:  # padded evaluation rows
+      weight_BxT = weight_BxT * batch["mask"][:, None]
+    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT) * weight_BxT
+    sums = {"loss": jnp.sum(nll_BxT * weight_BxT), "accuracy": correct_BxT.sum(),
+            "count": weight_BxT.sum()}
+    return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
+
+  return loss_fn
+
+
+def bits_per_char(metrics: dict) -> dict:
+  return {"bits_per_char": metrics["loss"] / math.log(2)} if "loss" in metrics else {}
+
+
 TASKS = {
     "classification": Task(classification_loss),
+    "language_model": Task(language_model_loss, best_metric="valid/loss", best_mode="min",
+                           derived=bits_per_char),
 }
 
 

@@ -18,6 +18,7 @@ from nets.config import Config
 
 DATA_KINDS = {
     "text": "nets.data.text",
+    "chars": "nets.data.chars",
     "image": "nets.data.images",
 }
 

@@ -1,0 +1,229 @@
+"""Recurrent cells and layers as pure functions over plain parameter dicts, run by lax.scan.
+
+A cell is a pure step `cell(params, carry, x_t) -> (carry, h_t)` (`Cell.__call__`). Layers
+split that step in two: the input projection x_t W + b, which does not depend on the carry
+and is done for all time steps at once (one [B*T, D] x [D, G*H] matmul outside the scan),
+and the recurrence h_{t-1} U (one fused [H, G*H] matmul for all G gates), which is all
+the scan body has to do. Backpropagation through time is `jax.grad` of the scan.
+
+Parameters of a cell (Flax Dense naming, so weight penalties see the `kernel`s):
+  {"input": {"kernel": [D, G*H], "bias": [G*H]}, "recurrent": {"kernel": [H, G*H]}}
+Gate blocks along the G*H axis are in the order of `Cell.gates`. A carry is a dict of
+[B, H] arrays that always holds the output "h" (LSTM adds the memory cell "c").
+
+Padding: with per-example lengths, steps at t >= length leave the carry as it was and
+output zeros, so the final carry is the one at the last valid step and valid outputs do
+not depend on padding. The backward direction of a bidirectional layer reads each
+sequence reversed within its length (`flip_sequences`), so it too starts at a real token.
+
+A new cell (e.g. a GRU) is a `Cell` with its gate names and a recurrence function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Params = dict
+Carry = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One recurrent cell: gate layout, carry layout and the recurrence step."""
+
+  name: str
+  gates: tuple          # names of the G blocks of the fused projections, in order
+  carry_keys: tuple     # the carry's [B, H] arrays; always includes "h"
+  # (params, carry, xw_t) -> (carry, h_t), where xw_t = x_t W + b (already projected).
+  recurrence: Callable[[Params, Carry, jax.Array], tuple]
+  bias_init: dict = dataclasses.field(default_factory=dict)  # gate -> constant bias
+
+  @property
+  def num_gates(self) -> int:
+    return len(self.gates)
+
+  def __call__(self, params: Params, carry: Carry, x_BxD):
+    """The plain cell step on raw inputs: (carry, h_t)."""
+    return self.recurrence(params, carry, project_inputs(params, x_BxD))
+
+  def zero_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32) -> Carry:
+    return {k: jnp.zeros((batch_size, hidden_size), dtype) for k in self.carry_keys}
+
+  def init(self, rng, input_size: int, hidden_size: int) -> Params:
+    """Input kernel LeCun-normal, recurrent kernel orthogonal per gate (as Flax's cells),
+    bias zero except the constants in `bias_init` (LSTM forget gate: 1)."""
+    input_rng, recurrent_rng = jax.random.split(rng)
+    G, H = self.num_gates, hidden_size
+    input_kernel = nn.initializers.lecun_normal()(input_rng, (input_size, G * H))
+    recurrent_kernel = jnp.concatenate(
+        [nn.initializers.orthogonal()(r, (H, H)) for r in jax.random.split(recurrent_rng, G)],
+        axis=1)
+    bias = jnp.concatenate([jnp.full((H,), self.bias_init.get(g, 0.0)) for g in self.gates])
+    return {"input": {"kernel": input_kernel, "bias": bias},
+            "recurrent": {"kernel": recurrent_kernel}}
+
+
+def project_inputs(params: Params, x_xD):
+  """x W + b for any leading axes: [..., D] -> [..., G*H]."""
+  return x_xD @ params["input"]["kernel"] + params["input"]["bias"]
+
+
+def elman_recurrence(params: Params, carry: Carry, xw_BxH):
+  """Elman (1990): h_t = tanh(x_t W + b + h_{t-1} U)."""
+  h = jnp.tanh(xw_BxH + carry["h"] @ params["recurrent"]["kernel"])
+  return {"h": h}, h
+
+
+def lstm_recurrence(params: Params, carry: Carry, xw_Bx4H):
+  """LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates i, f, g, o from one
+  fused matmul; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
+  z_Bx4H = xw_Bx4H + carry["h"] @ params["recurrent"]["kernel"]
+  i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * carry["c"] + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(c)
+  return {"c": c, "h": h}, h
+
+
+ELMAN = Cell("elman", gates=("h",), carry_keys=("h",), recurrence=elman_recurrence)
+# Forget bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
+LSTM = Cell("lstm", gates=("i", "f", "g", "o"), carry_keys=("c", "h"),
+            recurrence=lstm_recurrence, bias_init={"f": 1.0})
+CELLS = {"elman": ELMAN, "lstm": LSTM}
+
+
+def hidden_size(params: Params) -> int:
+  return params["recurrent"]["kernel"].shape[0]
+
+
+def length_mask(lengths_B, T: int):
+  """[B, T] bool: True at the valid steps t < length."""
+  return jnp.arange(T)[None, :] < lengths_B[:, None]
+
+
+def flip_sequences(x_BxTx, lengths_B):
+  """Reverses each sequence within its length; padding stays at the end.
+
+  Like flax examples/sst2 `flip_sequences`: [a b c PAD] with length 3 -> [c b a PAD].
+  Applying it twice gives the input back.
+  """
+  T = x_BxTx.shape[1]
+  t_T = jnp.arange(T)
+  idx_BxT = jnp.where(t_T[None, :] < lengths_B[:, None],
+                      lengths_B[:, None] - 1 - t_T[None, :], t_T[None, :])
+  idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx.ndim - 2))
+  return jnp.take_along_axis(x_BxTx, idx, axis=1)
+
+
+def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
+              mask_BxT=None, unroll: int = 1):
+  """One layer over time: (final carry, outputs [B, T, H]).
+
+  With `mask_BxT`, invalid steps keep the carry and output zeros.
+  """
+  B, T = x_BxTxD.shape[:2]
+  if carry is None:
+    carry = cell.zero_carry(B, hidden_size(params), x_BxTxD.dtype)
+  # Hoisted: every step's input projection in one matmul, time-major for the scan.
+  xw_TxBxGH = project_inputs(params, jnp.swapaxes(x_BxTxD, 0, 1))
+  if mask_BxT is None:
+    carry, h_TxBxH = jax.lax.scan(lambda c, xw: cell.recurrence(params, c, xw), carry,
+                                  xw_TxBxGH, unroll=unroll)
+    return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+  def step(carry, inputs):
+    xw_BxGH, valid_B = inputs
+    new_carry, h_BxH = cell.recurrence(params, carry, xw_BxGH)
+    valid_Bx1 = valid_B[:, None]
+    new_carry = jax.tree.map(lambda new, old: jnp.where(valid_Bx1, new, old), new_carry, carry)
+    return new_carry, jnp.where(valid_Bx1, h_BxH, 0.0)
+
+  carry, h_TxBxH = jax.lax.scan(step, carry, (xw_TxBxGH, jnp.swapaxes(mask_BxT, 0, 1)),
+                                unroll=unroll)
+  return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+def layer_name(index: int) -> str:
+  return f"layer{index}"
+
+
+def init_stack(cell: Cell, rng, input_size: int, hidden_size: int, num_layers: int,
+               bidirectional: bool = False) -> Params:
+  """{"layer0": {"forward": cell params[, "backward": ...]}, "layer1": ...}."""
+  directions = ("forward", "backward") if bidirectional else ("forward",)
+  params = {}
+  for layer, layer_rng in enumerate(jax.random.split(rng, num_layers)):
+    size = input_size if layer == 0 else hidden_size * len(directions)
+    params[layer_name(layer)] = {
+        d: cell.init(r, size, hidden_size)
+        for d, r in zip(directions, jax.random.split(layer_rng, len(directions)))}
+  return params
+
+
+def zero_stack_carry(cell: Cell, params: Params, batch_size: int) -> dict:
+  """The all-zero carry of a stack: the same layout as `run_stack`'s final carry."""
+  return {name: {d: cell.zero_carry(batch_size, hidden_size(p)) for d, p in layer.items()}
+          for name, layer in params.items()}
+
+
+def dropout(x, rate: float, rng):
+  """Inverted dropout (identity when rate is 0 or rng is None)."""
+  if not rate or rng is None:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
+              lengths_B=None, dropout_rate: float = 0.0, rng=None, unroll: int = 1):
+  """Layers on top of each other: (final carry per layer and direction, top outputs).
+
+  Each layer runs over the whole sequence before the next one starts, so every layer's
+  input projection is hoisted. A bidirectional layer concatenates its forward and
+  backward outputs [B, T, 2H] as the next layer's input. Dropout (with `rng`, i.e. in
+  training) applies to the inputs of layers 2.., never to the recurrent connections
+  (Zaremba et al. 2014).
+  """
+  num_layers = len(params)
+  if carry is None:
+    carry = zero_stack_carry(cell, params, x_BxTxD.shape[0])
+  mask_BxT = None if lengths_B is None else length_mask(lengths_B, x_BxTxD.shape[1])
+  new_carry = {}
+  for layer in range(num_layers):
+    name = layer_name(layer)
+    if layer > 0:
+      x_BxTxD = dropout(x_BxTxD, dropout_rate,
+                        None if rng is None else jax.random.fold_in(rng, layer))
+    layer_carry, outputs = {}, []
+    for direction in _directions(params[name]):
+      p = params[name][direction]
+      if direction == "forward":
+        layer_carry[direction], h = run_layer(cell, p, x_BxTxD, carry[name][direction],
+                                              mask_BxT, unroll)
+      else:  # backward: read each sequence reversed within its length, then flip back
+        if lengths_B is None:
+          lengths_B = jnp.full(x_BxTxD.shape[:1], x_BxTxD.shape[1])
+          mask_BxT = length_mask(lengths_B, x_BxTxD.shape[1])
+        layer_carry[direction], h = run_layer(
+            cell, p, flip_sequences(x_BxTxD, lengths_B), carry[name][direction], mask_BxT,
+            unroll)
+        h = flip_sequences(h, lengths_B)
+      outputs.append(h)
+    new_carry[name] = layer_carry
+    x_BxTxD = jnp.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
+  return new_carry, x_BxTxD
+
+
+def top_state(carry: dict):
+  """The top layer's final outputs h, forward and backward concatenated: [B, H or 2H]."""
+  top = carry[layer_name(len(carry) - 1)]
+  return jnp.concatenate([top[d]["h"] for d in _directions(top)], axis=-1)
+
+
+def _directions(layer: dict) -> list:
+  # Fixed order: pytrees come back from jit and checkpoints with sorted dict keys.
+  return [d for d in ("forward", "backward") if d in layer]
