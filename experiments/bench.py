@@ -46,7 +46,48 @@ def textcnn_case(rng):
   return cfg, data, batch, B, "examples/s"
 
 
-CASE_BUILDERS = {"textcnn": textcnn_case}
+def convnet_case(rng):
+  """The lectures' LeNet: batch 128 of 1x32x32 images, SGD momentum 0.9, lr 0.01."""
+  from nets import convnet
+  from nets.config import Config
+  from nets.data import images
+  B = 128
+  raw = images.ImageSplits(
+      train={"image": rng.integers(0, 256, (4 * B, 32, 32, 1)).astype(np.uint8),
+             "label": rng.integers(0, 10, (4 * B,)).astype(np.int32)},
+      valid=None, test=None, num_classes=10)
+  cfg = Config(model="convnet", dataset="bench", batch_size=B, optimizer="momentum",
+               learning_rate=0.01, momentum=0.9, max_norm=0.0,
+               model_config=convnet.Config(input_padding=0))
+  data = images.prepare(raw, cfg)
+  batch = {k: v[:B] for k, v in data.train.items()}
+  return cfg, data, batch, B, "examples/s"
+
+
+def _char_lm_case(model: str, num_layers: int):
+  def case(rng):
+    """Char LM: batch 32 x BPTT 128, vocab 65, embedding 64, hidden 256, Adam 2e-3,
+    clip 5."""
+    import importlib
+    from nets.config import Config
+    from nets.data import chars
+    family = importlib.import_module(f"nets.{model}")
+    B, T = 32, 128
+    alphabet = np.array([chr(c) for c in range(48, 48 + 64)])  # 64 chars + <unk> = 65
+    text = "".join(rng.choice(alphabet, B * T * 4 + 1))
+    cfg = Config(model=model, dataset="bench", batch_size=B, optimizer="adam",
+                 learning_rate=2e-3, grad_clip=5.0, max_norm=0.0,
+                 model_config=family.Config(embed_dim=64, hidden_size=256,
+                                            num_layers=num_layers, bptt=T, dropout=0.0))
+    data = chars.prepare(chars.TextSplits(text, None, None, name="bench"), cfg)
+    batch = {k: v[:B] for k, v in data.train.items()}
+    return cfg, data, batch, B * T, "tokens/s"
+  return case
+
+
+CASE_BUILDERS = {"textcnn": textcnn_case, "convnet": convnet_case,
+                 "rnn_lm": _char_lm_case("rnn_lm", 1),
+                 "lstm_lm": _char_lm_case("lstm_lm", 2)}
 
 
 def bench(case: str, steps: int, warmup: int, seed: int) -> dict:

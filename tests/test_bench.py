@@ -1,0 +1,29 @@
+"""The benchmark command runs every case and prints one JSON line each."""
+
+import json
+import os
+import subprocess
+import sys
+
+from experiments import bench
+from tests.conftest import REPO
+
+
+def test_every_case_prints_one_json_line():
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.bench", "--case=all", "--steps=2", "--warmup=1"],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
+  assert [l["case"] for l in lines] == [c for c in bench.CASES if c in bench.CASE_BUILDERS]
+  for line in lines:
+    assert line["framework"] == "jax" and line["steps"] == 2
+    assert line["throughput_median"] > 0 and line["first_step_s"] > 0
+    assert line["unit"] in ("examples/s", "tokens/s", "target tokens/s", "sentences/s")
+
+
+def test_unknown_case_is_a_one_line_error():
+  result = subprocess.run([sys.executable, "-m", "experiments.bench", "--case=resnet"],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 2 and result.stderr.startswith("error: --case=resnet")
