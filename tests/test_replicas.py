@@ -11,8 +11,8 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, keyword_files):
   train, test = keyword_files
   kw = dict(split_seed=0, num_epochs=2, optimizer="adadelta", learning_rate=1.0)
   together = train_and_evaluate(tiny_config(tmp_path / "vmap", train, test, seed=3,
-                                            vmap_seeds=3, **kw))
-  assert [r["seed"] for r in together["replicas"]] == [3, 4, 5]
+                                            vmap_seeds=4, **kw))
+  assert [r["seed"] for r in together["replicas"]] == [3, 4, 5, 6]
   for replica in together["replicas"]:
     alone = train_and_evaluate(tiny_config(tmp_path / f"s{replica['seed']}", train, test,
                                            seed=replica["seed"], **kw))

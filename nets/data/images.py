@@ -295,25 +295,8 @@ def load_files(train_file: str, valid_file: str = "", test_file: str = "") -> Im
 
 def load_tfds(dataset: str, data_dir: str | None = None) -> ImageSplits:
   """A TFDS dataset with an Image and a ClassLabel feature, read in batches."""
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # slow import: only here
-  try:
-    tf.config.set_visible_devices([], "GPU")  # TF only feeds data; JAX keeps the GPU
-  except RuntimeError:
-    pass
-  import tensorflow_datasets as tfds
-  # pylint: enable=g-import-not-at-top
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types (DatasetNotFoundError, ...)
-    raise DataError(f"tfds dataset {dataset!r} cannot be opened ({_first_line(e)}); see "
-                    "https://www.tensorflow.org/datasets/catalog for names") from e
-  try:
-    builder.download_and_prepare()
-  except Exception as e:
-    raise DataError(f"tfds dataset {dataset!r} could not be downloaded/prepared "
-                    f"({type(e).__name__}: {_first_line(e)}); check network access or pass "
-                    "--data_dir=DIR holding a prepared tfds copy") from e
+  tfds, builder = sources.tfds_builder(dataset, data_dir)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top (already loaded above)
   features = builder.info.features
   images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
   labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
@@ -356,11 +339,6 @@ def load_tfds(dataset: str, data_dir: str | None = None) -> ImageSplits:
   return ImageSplits(train=train, valid=read("validation"), test=read("test"),
                      num_classes=int(label_feature.num_classes),
                      class_names=list(label_feature.names), name=f"tfds:{dataset}")
-
-
-def _first_line(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return lines[0] if lines else type(error).__name__
 
 
 def load_image_classification(name: str, *, data_dir=None, mirror=None, train_file="",

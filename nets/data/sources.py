@@ -231,3 +231,36 @@ def _network_message(path: str, url: str, error: BaseException) -> str:
   reason = " ".join(str(reason).split()) or type(error).__name__
   return (f"could not download {path} from {url} ({reason}); pass --data_dir=DIR "
           f"(a copy laid out like DIR/{path}) or set {DATA_DIR_ENV}")
+
+
+def tfds_builder(dataset: str, data_dir: str | None = None):
+  """(tfds module, prepared builder) of a TFDS dataset; errors are one-line DataErrors.
+
+  TensorFlow is imported here only (it is slow) and kept off the GPUs, which JAX owns.
+  """
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:
+    pass  # devices already initialized by an earlier TF use: nothing to do
+  import tensorflow_datasets as tfds
+  # pylint: enable=g-import-not-at-top
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except Exception as e:  # tfds raises several types (DatasetNotFoundError, ...)
+    raise DataError(f"tfds dataset {dataset!r} cannot be opened ({first_line(e)}); see "
+                    "https://www.tensorflow.org/datasets/catalog for names") from e
+  try:
+    builder.download_and_prepare()
+  except Exception as e:
+    raise DataError(f"tfds dataset {dataset!r} could not be downloaded/prepared "
+                    f"({type(e).__name__}: {first_line(e)}); check network access or pass "
+                    "--data_dir=DIR holding a prepared tfds copy") from e
+  return tfds, builder
+
+
+def first_line(error: BaseException) -> str:
+  """The first line of an exception's message (tfds errors run to many lines)."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__

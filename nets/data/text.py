@@ -368,27 +368,8 @@ def _load_files(train_file, valid_file, test_file, tokenizer) -> TextSplits:
 
 def _load_tfds(dataset: str, *, data_dir, tokenizer) -> TextSplits:
   """Loads a TFDS text-classification dataset (see load_text_classification)."""
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # slow import: only here
-  try:
-    # TF only feeds data here; it must not claim GPU memory JAX will need.
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    pass  # devices already initialized by an earlier TF use: nothing to do
-  import tensorflow_datasets as tfds
-  # pylint: enable=g-import-not-at-top
-
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types (DatasetNotFoundError, ...)
-    raise DataError(f"tfds dataset {dataset!r} cannot be opened ({_first_line(e)}); see "
-                    "https://www.tensorflow.org/datasets/catalog for names") from e
-  try:
-    builder.download_and_prepare()
-  except Exception as e:
-    raise DataError(f"tfds dataset {dataset!r} could not be downloaded/prepared "
-                    f"({type(e).__name__}: {_first_line(e)}); check network access or pass "
-                    "--data_dir=DIR holding a prepared tfds copy") from e
+  tfds, builder = sources.tfds_builder(dataset, data_dir)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top (already loaded above)
 
   text_key, label_key = _tfds_feature_keys(builder.info.features, tfds, tf, dataset)
   label_feature = builder.info.features[label_key]
@@ -452,11 +433,6 @@ def _tfds_feature_keys(features, tfds, tf, dataset: str) -> tuple[str, str]:
         f"tfds dataset {dataset!r} needs a text feature and a ClassLabel feature for sentence "
         f"classification; it has {', '.join(k for k, _ in items)}")
   return texts[0], labels[0]
-
-
-def _first_line(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return lines[0] if lines else type(error).__name__
 
 
 # --------------------------------------------------------------------------
