@@ -1,4 +1,5 @@
-"""Benchmark the training step of each model family at the shapes of shared/BENCHMARKS.md.
+"""Benchmark the training step (or decoder) of each model family at the shapes of
+shared/BENCHMARKS.md.
 
 python -m experiments.bench --case=textcnn [--steps=30] [--warmup=5]
 python -m experiments.bench --case=all
@@ -85,9 +86,42 @@ def _char_lm_case(model: str, num_layers: int):
   return case
 
 
+def _seq2seq_case(decode: bool):
+  def case(rng):
+    """RNNsearch: bi-GRU encoder 512/direction, GRU decoder 512 fed [embedding; context],
+    additive attention 512 queried with the previous state, dense 512 -> 8000; batch 64,
+    30 -> 30 tokens, vocab 8000 each side, embedding 256; Adam 1e-3, clip 1. Decode:
+    encoder + exactly 30 greedy steps, no optimizer."""
+    from nets import seq2seq
+    from nets.config import Config
+    from nets.data.datasets import Data
+    B, S, T, V = 64, 30, 30, 8000
+    ids = lambda length: rng.integers(4, V, (B, length)).astype(np.int32)  # no specials
+    batch = {"tokens": np.stack([ids(S), ids(T)], axis=-1),
+             "src_length": np.full((B,), S, np.int32), "tgt_length": np.full((B,), T, np.int32),
+             "length": np.full((B,), max(S, T), np.int32)}
+    data = Data(train=batch, valid=None, test=None, num_outputs=V, max_len=max(S, T),
+                info={"src_vocab_size": V, "tgt_vocab_size": V})
+    cfg = Config(model="seq2seq", dataset="bench", batch_size=B, optimizer="adam",
+                 learning_rate=1e-3, grad_clip=1.0, max_norm=0.0, bucket_by_length=False,
+                 model_config=seq2seq.Config(cell="gru", embed_dim=256, hidden_size=512,
+                                             decoder_size=512, attention="additive",
+                                             attention_size=512, deep_output=False,
+                                             num_layers=1, dropout=0.0))
+    if not decode:
+      return cfg, data, batch, B * T, "target tokens/s"
+    # Times fn(params, batch) instead of the train step.
+    decoder = lambda trainer: lambda params, batch: seq2seq.greedy_decode(
+        trainer.network, params, batch["tokens"][..., 0], batch["src_length"], T)
+    return cfg, data, batch, B, "sentences/s", decoder
+  return case
+
+
 CASE_BUILDERS = {"textcnn": textcnn_case, "convnet": convnet_case,
                  "rnn_lm": _char_lm_case("rnn_lm", 1),
-                 "lstm_lm": _char_lm_case("lstm_lm", 2)}
+                 "lstm_lm": _char_lm_case("lstm_lm", 2),
+                 "seq2seq": _seq2seq_case(decode=False),
+                 "seq2seq_decode": _seq2seq_case(decode=True)}
 
 
 def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
@@ -95,22 +129,27 @@ def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
   if case not in CASE_BUILDERS:
     raise ConfigError(f"--case={case}: not implemented yet (available: "
                       f"{', '.join(CASE_BUILDERS)})")
-  cfg, data, batch, items, unit = CASE_BUILDERS[case](np.random.default_rng(seed))
+  # A case may add a decoder: trainer -> fn(params, batch), timed instead of the step.
+  cfg, data, batch, items, unit, *decoder = CASE_BUILDERS[case](np.random.default_rng(seed))
   trainer = Trainer(cfg, data)
   state = trainer.initial_state()
   batch = trainer.put(batch)
+  step = trainer.train_step
+  if decoder:
+    fn = jax.jit(decoder[0](trainer))
+    step = lambda state, batch: (state, fn(state.params, batch))
   t0 = time.perf_counter()
-  state, _ = trainer.train_step(state, batch)
-  jax.block_until_ready(state)
+  state, out = step(state, batch)
+  jax.block_until_ready((state, out))
   first = time.perf_counter() - t0
   for _ in range(warmup - 1):
-    state, _ = trainer.train_step(state, batch)
-  jax.block_until_ready(state)
+    state, out = step(state, batch)
+  jax.block_until_ready((state, out))
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, _ = trainer.train_step(state, batch)
-    jax.block_until_ready(state)
+    state, out = step(state, batch)
+    jax.block_until_ready((state, out))
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
   return {"framework": "jax", "case": case, "unit": unit,

@@ -24,6 +24,7 @@ FAMILIES = {
     "rnn_lm": "nets.rnn_lm",
     "lstm_lm": "nets.lstm_lm",
     "convnet": "nets.convnet",
+    "seq2seq": "nets.seq2seq",
 }
 
 

@@ -8,6 +8,7 @@ the scan body has to do. Backpropagation through time is `jax.grad` of the scan.
 
 Parameters of a cell (Flax Dense naming, so weight penalties see the `kernel`s):
   {"input": {"kernel": [D, G*H], "bias": [G*H]}, "recurrent": {"kernel": [H, G*H]}}
+(the GRU's "recurrent" also holds a "bias" [H] for its candidate, as Flax's nn.GRUCell).
 Gate blocks along the G*H axis are in the order of `Cell.gates`. A carry is a dict of
 [B, H] arrays that always holds the output "h" (LSTM adds the memory cell "c").
 
@@ -42,6 +43,8 @@ class Cell:
   # (params, carry, xw_t) -> (carry, h_t), where xw_t = x_t W + b (already projected).
   recurrence: Callable[[Params, Carry, jax.Array], tuple]
   bias_init: dict = dataclasses.field(default_factory=dict)  # gate -> constant bias
+  # Bias on the recurrent projection (GRU: b_hn sits inside r * (h U_n + b_hn)), [H].
+  recurrent_bias: bool = False
 
   @property
   def num_gates(self) -> int:
@@ -64,8 +67,10 @@ class Cell:
         [nn.initializers.orthogonal()(r, (H, H)) for r in jax.random.split(recurrent_rng, G)],
         axis=1)
     bias = jnp.concatenate([jnp.full((H,), self.bias_init.get(g, 0.0)) for g in self.gates])
-    return {"input": {"kernel": input_kernel, "bias": bias},
-            "recurrent": {"kernel": recurrent_kernel}}
+    recurrent = {"kernel": recurrent_kernel}
+    if self.recurrent_bias:
+      recurrent["bias"] = jnp.zeros((H,))
+    return {"input": {"kernel": input_kernel, "bias": bias}, "recurrent": recurrent}
 
 
 def project_inputs(params: Params, x_xD):
@@ -89,11 +94,27 @@ def lstm_recurrence(params: Params, carry: Carry, xw_Bx4H):
   return {"c": c, "h": h}, h
 
 
+def gru_recurrence(params: Params, carry: Carry, xw_Bx3H):
+  """GRU (Cho et al. 2014) as Flax's nn.GRUCell: gates r, z and candidate n from one fused
+  matmul h_{t-1} U; n = tanh(x W_n + b_n + r * (h U_n + b_hn)), h_t = (1-z) n + z h_{t-1}."""
+  h = carry["h"]
+  hu_Bx3H = h @ params["recurrent"]["kernel"]
+  x_r, x_z, x_n = jnp.split(xw_Bx3H, 3, axis=-1)
+  h_r, h_z, h_n = jnp.split(hu_Bx3H, 3, axis=-1)
+  r = jax.nn.sigmoid(x_r + h_r)
+  z = jax.nn.sigmoid(x_z + h_z)
+  n = jnp.tanh(x_n + r * (h_n + params["recurrent"]["bias"]))
+  h = (1.0 - z) * n + z * h
+  return {"h": h}, h
+
+
 ELMAN = Cell("elman", gates=("h",), carry_keys=("h",), recurrence=elman_recurrence)
 # Forget bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
 LSTM = Cell("lstm", gates=("i", "f", "g", "o"), carry_keys=("c", "h"),
             recurrence=lstm_recurrence, bias_init={"f": 1.0})
-CELLS = {"elman": ELMAN, "lstm": LSTM}
+GRU = Cell("gru", gates=("r", "z", "n"), carry_keys=("h",), recurrence=gru_recurrence,
+          recurrent_bias=True)
+CELLS = {"elman": ELMAN, "lstm": LSTM, "gru": GRU}
 
 
 def hidden_size(params: Params) -> int:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nets import losses
@@ -68,6 +69,33 @@ def language_model_loss(network: Network, cfg) -> Callable:
   return loss_fn
 
 
+def seq2seq_loss(network: Network, cfg) -> Callable:
+  """Mean target-token cross-entropy (teacher forcing) in nats; `count` = target tokens
+  (EOS included, padding not), so evaluation averages over tokens, not sentences."""
+  del cfg
+
+  def loss_fn(params, model_state, batch, rng, train):
+    logits_BxTxV, _ = network.apply(params, batch, train=train, rng=rng)
+    targets_BxT = batch["tokens"][..., 1]
+    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+    weight_BxT = (targets_BxT != 0).astype(nll_BxT.dtype)  # 0 = <pad>
+    if "mask" in batch:  # padded evaluation rows
+      weight_BxT = weight_BxT * batch["mask"][:, None]
+    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT) * weight_BxT
+    sums = {"loss": jnp.sum(nll_BxT * weight_BxT), "accuracy": correct_BxT.sum(),
+            "count": weight_BxT.sum()}
+    return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
+
+  return loss_fn
+
+
+def perplexity(metrics: dict) -> dict:
+  if "loss" not in metrics:
+    return {}
+  ppl = np.exp(np.minimum(metrics["loss"], 700.0))  # a float, or [R] with replicas
+  return {"perplexity": float(ppl) if np.ndim(ppl) == 0 else ppl}
+
+
 def bits_per_char(metrics: dict) -> dict:
   return {"bits_per_char": metrics["loss"] / math.log(2)} if "loss" in metrics else {}
 
@@ -76,6 +104,9 @@ TASKS = {
     "classification": Task(classification_loss),
     "language_model": Task(language_model_loss, best_metric="valid/loss", best_mode="min",
                            derived=bits_per_char),
+    # Selected on validation loss: BLEU needs decoding, left to experiments.evaluate.
+    "seq2seq": Task(seq2seq_loss, best_metric="valid/loss", best_mode="min",
+                    derived=perplexity),
 }
 
 

@@ -20,6 +20,7 @@ DATA_KINDS = {
     "text": "nets.data.text",
     "chars": "nets.data.chars",
     "image": "nets.data.images",
+    "translation": "nets.data.translation",
 }
 
 
