@@ -10,14 +10,13 @@ drawn once. Prints exactly one JSON line per case.
 """
 
 import json
-import sys
 import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments.main import parse_flags, quiet_logging, run_main
+from experiments.main import run_entry_point
 from nets.errors import ConfigError
 
 CASES = ("textcnn", "convnet", "rnn_lm", "lstm_lm", "seq2seq", "seq2seq_decode")
@@ -159,22 +158,15 @@ def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
           "jax": jax.__version__}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  quiet_logging()
-
-  def work():
-    if FLAGS.case != "all" and FLAGS.case not in CASES:
-      raise ConfigError(f"--case={FLAGS.case}: must be one of {', '.join(CASES)}, all")
-    if FLAGS.steps < 1 or FLAGS.warmup < 1:
-      raise ConfigError("--steps and --warmup must be >= 1")
-    cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
-    for case in cases:
-      print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed)), flush=True)
-
-  run_main(work)
+def main():
+  if FLAGS.case != "all" and FLAGS.case not in CASES:
+    raise ConfigError(f"--case={FLAGS.case}: must be one of {', '.join(CASES)}, all")
+  if FLAGS.steps < 1 or FLAGS.warmup < 1:
+    raise ConfigError("--steps and --warmup must be >= 1")
+  cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
+  for case in cases:
+    print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed)), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run_entry_point(main)

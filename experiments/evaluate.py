@@ -8,9 +8,9 @@ python -m experiments.evaluate --workdir=DIR --test_src_file=A --test_tgt_file=B
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from experiments.main import hide_gpus_from_tensorflow, parse_flags, quiet_logging, run_main
+from experiments.main import run_entry_point
 from nets import parallel
 from nets import trainer as trainer_lib
 from nets.data import datasets
@@ -32,48 +32,40 @@ flags.DEFINE_float("length_penalty", 1.0, "Translation runs: beam search ranks "
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  hide_gpus_from_tensorflow()
-  quiet_logging()
-
-  def work():
-    if not FLAGS.workdir:
-      raise ConfigError("--workdir is required: the directory of a training run")
-    if not FLAGS.test_file and not FLAGS.test_src_file:
-      raise ConfigError("--test_file is required: a label-first file to evaluate on "
-                        "(translation runs: --test_src_file and --test_tgt_file)")
-    if FLAGS.checkpoint not in ("best", "latest"):
-      raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
-    if FLAGS.batch_size < 0:
-      raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
-    cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
-    kind = datasets.kind(cfg)
-    batch_size = FLAGS.batch_size or cfg.batch_size
-    if hasattr(kind, "evaluate_files"):  # translation: BLEU and perplexity on parallel files
-      parallel.check_batch_size(batch_size, trainer.mesh)
-      metrics = kind.evaluate_files(trainer, state.params, FLAGS.test_src_file,
-                                    FLAGS.test_tgt_file, batch_size=batch_size,
-                                    beam_size=FLAGS.beam_size,
-                                    length_penalty=FLAGS.length_penalty)
-      _report({"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
-               "step": int(state.step), "test_src_file": FLAGS.test_src_file,
-               "test_tgt_file": FLAGS.test_tgt_file, **metrics})
-      return
-    # The run's data kind reads the file the way it read its training data.
-    arrays = kind.encode_file(FLAGS.test_file, trainer.data)
-    if not trainer.data.shuffle and batch_size != cfg.batch_size:
-      raise ConfigError(f"--batch_size={batch_size}: a {cfg.model} run carries its state "
-                        f"across batches and evaluates with its own {cfg.batch_size}")
+def main():
+  if not FLAGS.workdir:
+    raise ConfigError("--workdir is required: the directory of a training run")
+  if not FLAGS.test_file and not FLAGS.test_src_file:
+    raise ConfigError("--test_file is required: a label-first file to evaluate on "
+                      "(translation runs: --test_src_file and --test_tgt_file)")
+  if FLAGS.checkpoint not in ("best", "latest"):
+    raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
+  if FLAGS.batch_size < 0:
+    raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
+  cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
+  kind = datasets.kind(cfg)
+  batch_size = FLAGS.batch_size or cfg.batch_size
+  if hasattr(kind, "evaluate_files"):  # translation: BLEU and perplexity on parallel files
     parallel.check_batch_size(batch_size, trainer.mesh)
-    metrics = trainer.evaluate(state.params, arrays, batch_size)
-    result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
-              "step": int(state.step), "test_file": FLAGS.test_file,
-              "examples": int(len(next(iter(arrays.values())))), **metrics}
-    _report(result)
-
-  run_main(work)
+    metrics = kind.evaluate_files(trainer, state.params, FLAGS.test_src_file,
+                                  FLAGS.test_tgt_file, batch_size=batch_size,
+                                  beam_size=FLAGS.beam_size,
+                                  length_penalty=FLAGS.length_penalty)
+    _report({"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
+             "step": int(state.step), "test_src_file": FLAGS.test_src_file,
+             "test_tgt_file": FLAGS.test_tgt_file, **metrics})
+    return
+  # The run's data kind reads the file the way it read its training data.
+  arrays = kind.encode_file(FLAGS.test_file, trainer.data)
+  if not trainer.data.shuffle and batch_size != cfg.batch_size:
+    raise ConfigError(f"--batch_size={batch_size}: a {cfg.model} run carries its state "
+                      f"across batches and evaluates with its own {cfg.batch_size}")
+  parallel.check_batch_size(batch_size, trainer.mesh)
+  metrics = trainer.evaluate(state.params, arrays, batch_size)
+  result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
+            "step": int(state.step), "test_file": FLAGS.test_file,
+            "examples": int(len(next(iter(arrays.values())))), **metrics}
+  _report(result)
 
 
 def _report(result: dict) -> None:
@@ -85,4 +77,4 @@ def _report(result: dict) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run_entry_point(main)

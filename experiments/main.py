@@ -20,6 +20,25 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def run_entry_point(main) -> None:
+  """What every `python -m experiments.X` does around its `main()`.
+
+  Flags are parsed with one-line errors, positional arguments are refused, TensorFlow is
+  kept off the GPUs, Orbax is kept quiet, and a UserError from main() becomes one line on
+  stderr with exit status 2.
+  """
+  from absl import app
+
+  def absl_main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    hide_gpus_from_tensorflow()
+    quiet_logging()
+    run_main(main)
+
+  app.run(absl_main, flags_parser=parse_flags)
+
+
 def run_main(fn) -> None:
   """Runs fn(); a UserError becomes one line on stderr and exit status 2, no traceback."""
   try:

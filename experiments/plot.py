@@ -14,9 +14,9 @@ import json
 import math
 import os
 
-from absl import app, flags
+from absl import flags
 
-from experiments.main import hide_gpus_from_tensorflow, quiet_logging, run_main
+from experiments.main import run_entry_point
 from nets.errors import ConfigError, UserError
 
 flags.DEFINE_string("workdir", None, "Workdir of a training run (holds metrics.jsonl), or "
@@ -168,22 +168,14 @@ def plot_workdir(workdir: str, output_dir: str = "", which: str = "best") -> lis
   return written
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  hide_gpus_from_tensorflow()
-  quiet_logging()
-
-  def work():
-    if not FLAGS.workdir:
-      raise ConfigError("--workdir is required: the directory of a training run")
-    if FLAGS.checkpoint not in ("best", "latest"):
-      raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
-    for path in plot_workdir(FLAGS.workdir, FLAGS.output_dir, FLAGS.checkpoint):
-      print(path)
-
-  run_main(work)
+def main():
+  if not FLAGS.workdir:
+    raise ConfigError("--workdir is required: the directory of a training run")
+  if FLAGS.checkpoint not in ("best", "latest"):
+    raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
+  for path in plot_workdir(FLAGS.workdir, FLAGS.output_dir, FLAGS.checkpoint):
+    print(path)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_entry_point(main)

@@ -3,9 +3,9 @@
 python -m experiments.sample --workdir=DIR --prime="ROMEO:" --length=500 --temperature=0.8
 """
 
-from absl import app, flags
+from absl import flags
 
-from experiments.main import hide_gpus_from_tensorflow, quiet_logging, run_main
+from experiments.main import run_entry_point
 from nets import models
 from nets import trainer as trainer_lib
 from nets.data import chars
@@ -36,28 +36,20 @@ def sample(workdir: str, prime: str, length: int, temperature: float, seed: int,
   return vocab.decode(ids)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  hide_gpus_from_tensorflow()
-  quiet_logging()
-
-  def work():
-    if not FLAGS.workdir:
-      raise ConfigError("--workdir is required: the directory of a language-model run")
-    if FLAGS.length < 1:
-      raise ConfigError(f"--length={FLAGS.length}: must be >= 1")
-    if not FLAGS.temperature > 0:
-      raise ConfigError(f"--temperature={FLAGS.temperature}: must be > 0")
-    if not FLAGS.prime:
-      raise ConfigError("--prime must not be empty: sampling starts from its characters")
-    if FLAGS.checkpoint not in ("best", "latest"):
-      raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
-    print(FLAGS.prime + sample(FLAGS.workdir, FLAGS.prime, FLAGS.length, FLAGS.temperature,
-                               FLAGS.seed, FLAGS.checkpoint))
-
-  run_main(work)
+def main():
+  if not FLAGS.workdir:
+    raise ConfigError("--workdir is required: the directory of a language-model run")
+  if FLAGS.length < 1:
+    raise ConfigError(f"--length={FLAGS.length}: must be >= 1")
+  if not FLAGS.temperature > 0:
+    raise ConfigError(f"--temperature={FLAGS.temperature}: must be > 0")
+  if not FLAGS.prime:
+    raise ConfigError("--prime must not be empty: sampling starts from its characters")
+  if FLAGS.checkpoint not in ("best", "latest"):
+    raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
+  print(FLAGS.prime + sample(FLAGS.workdir, FLAGS.prime, FLAGS.length, FLAGS.temperature,
+                             FLAGS.seed, FLAGS.checkpoint))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_entry_point(main)

@@ -9,9 +9,9 @@ python -m experiments.translate --workdir=DIR --attention_png=att.png <<< "ein m
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from experiments.main import hide_gpus_from_tensorflow, parse_flags, quiet_logging, run_main
+from experiments.main import run_entry_point
 from nets import models
 from nets import trainer as trainer_lib
 from nets import translate
@@ -33,39 +33,31 @@ flags.DEFINE_string("checkpoint", "best", "Which checkpoint: best (on validation
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  hide_gpus_from_tensorflow()
-  quiet_logging()
-
-  def work():
-    if not FLAGS.workdir:
-      raise ConfigError("--workdir is required: the directory of a seq2seq run")
-    if FLAGS.checkpoint not in ("best", "latest"):
-      raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
-    cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
-    if models.get(cfg.model).DATA != "translation":
-      raise ConfigError(f"{FLAGS.workdir} holds a --model={cfg.model} run; translation "
-                        "needs a seq2seq run")
-    texts = (translation.read_lines(FLAGS.src_file, "--src_file") if FLAGS.src_file
-             else sys.stdin.read().split("\n"))
-    if not FLAGS.src_file and texts and texts[-1] == "":
-      texts.pop()
-    if not texts:
-      raise ConfigError("no source sentences: pass --src_file or lines on standard input")
-    outputs = translate.translate(
-        trainer.network, state.params, trainer.data, texts, beam_size=FLAGS.beam_size,
-        length_penalty=FLAGS.length_penalty, batch_size=FLAGS.batch_size,
-        max_decode_len=FLAGS.max_decode_len)
-    for out in outputs:
-      print(out.text)
-    if FLAGS.attention_png:
-      translate.plot_attention(outputs[0], FLAGS.attention_png)
-      print(f"attention heat map: {FLAGS.attention_png}", file=sys.stderr)
-
-  run_main(work)
+def main():
+  if not FLAGS.workdir:
+    raise ConfigError("--workdir is required: the directory of a seq2seq run")
+  if FLAGS.checkpoint not in ("best", "latest"):
+    raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
+  cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
+  if models.get(cfg.model).DATA != "translation":
+    raise ConfigError(f"{FLAGS.workdir} holds a --model={cfg.model} run; translation "
+                      "needs a seq2seq run")
+  texts = (translation.read_lines(FLAGS.src_file, "--src_file") if FLAGS.src_file
+           else sys.stdin.read().split("\n"))
+  if not FLAGS.src_file and texts and texts[-1] == "":
+    texts.pop()
+  if not texts:
+    raise ConfigError("no source sentences: pass --src_file or lines on standard input")
+  outputs = translate.translate(
+      trainer.network, state.params, trainer.data, texts, beam_size=FLAGS.beam_size,
+      length_penalty=FLAGS.length_penalty, batch_size=FLAGS.batch_size,
+      max_decode_len=FLAGS.max_decode_len)
+  for out in outputs:
+    print(out.text)
+  if FLAGS.attention_png:
+    translate.plot_attention(outputs[0], FLAGS.attention_png)
+    print(f"attention heat map: {FLAGS.attention_png}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run_entry_point(main)
