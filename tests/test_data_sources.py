@@ -86,12 +86,27 @@ def _sha256(path) -> str:
   return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
+def _all_files() -> dict:
+  """The table with every data kind registered (each kind registers its files on import)."""
+  import importlib
+  from nets.data import datasets
+  for module in datasets.DATA_KINDS.values():
+    importlib.import_module(module)
+  return sources.FILES
+
+
+TEXT = "text_classification/"
+
+
 def test_files_table():
-  names = {p.split("/")[1] for p in sources.FILES}
-  assert names == {"mr", "sst1", "sst2", "sst_trees", "subj", "trec"}
-  assert len(sources.FILES) == 19
-  for path, remote in sources.FILES.items():
+  files = _all_files()
+  text = {p: r for p, r in files.items() if p.startswith(TEXT)}
+  assert {p.split("/")[1] for p in text} == {"mr", "sst1", "sst2", "sst_trees", "subj", "trec"}
+  assert len(text) == 19
+  for path, remote in files.items():
     assert remote.path == path and len(remote.sha256) == 64
+    assert remote.url.startswith("https://")
+  for remote in text.values():
     assert remote.url.startswith("https://raw.githubusercontent.com/")
   train_trees = sources.FILES["text_classification/sst_trees/train.txt"].url
   assert train_trees.endswith("/trees/train%E5%89%AF%E6%9C%AC.txt")
@@ -102,11 +117,14 @@ def test_files_table():
 @needs_data
 def test_files_table_matches_shared_data():
   root = pathlib.Path(REAL_DATA_DIR)
+  files = _all_files()
   on_disk = {p.relative_to(root).as_posix() for p in (root / "text_classification").rglob("*")
              if p.is_file()}
-  assert on_disk == set(sources.FILES)
-  for path, remote in sources.FILES.items():
-    assert _sha256(root / path) == remote.sha256, path
+  assert on_disk == {p for p in files if p.startswith(TEXT)}
+  for path, remote in files.items():
+    assert (root / path).is_file(), path  # every registered file is in the shared layout
+    if path.startswith(TEXT):
+      assert _sha256(root / path) == remote.sha256, path
 
 
 def test_download_from_mirror_lands_in_cache(mirror, served, tmp_path):
