@@ -12,6 +12,15 @@ from nets.config import Config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def assert_every_param_changed(before, after):
+  """One step's spec: every parameter leaf (array) differs after it."""
+  import jax
+  import numpy as np
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                         jax.device_get(before), jax.device_get(after))
+  assert all(jax.tree.leaves(changed)), changed
+
+
 def shared_data_dir():
   """The real shared data (CI sets NETS_DATA_DIR=../shared/data), or None."""
   d = os.environ.get("NETS_DATA_DIR")

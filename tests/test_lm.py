@@ -17,7 +17,7 @@ from nets.config import Config
 from nets.data import chars, datasets, pipeline
 from nets.errors import ConfigError, DataError
 from nets.trainer import Trainer, restore_for_eval, train_and_evaluate
-from tests.conftest import REPO, shared_data_dir
+from tests.conftest import REPO, assert_every_param_changed, shared_data_dir
 
 TEXT = "".join(f"{w} loves {v}.\n" for w in ("ann", "bob", "cy", "dee")
                for v in ("tea", "jam", "figs", "rice")) * 12
@@ -154,9 +154,7 @@ def test_train_step_carries_the_state_and_changes_every_parameter(text_file, tmp
   before = jax.device_get(state.params)
   assert all(np.all(c == 0) for c in jax.tree.leaves(state.model_state))
   state, metrics = trainer.train_step(state, next(trainer.batches(0)))
-  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before,
-                         jax.device_get(state.params))
-  assert all(jax.tree.leaves(changed)), changed
+  assert_every_param_changed(before, state.params)
   assert all(np.any(c != 0) for c in jax.tree.leaves(state.model_state))
   assert math.isfinite(float(metrics["loss"]))
 

@@ -9,7 +9,7 @@ import pytest
 from nets import lstm, recurrent, rnn
 from nets.data import datasets
 from nets.trainer import Trainer, train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import assert_every_param_changed, tiny_config
 
 CELLS = ["elman", "lstm"]
 B, T, D, H = 3, 7, 5, 4
@@ -179,9 +179,7 @@ def test_classifier_one_step_changes_every_parameter(tmp_path, keyword_files, sp
   state = trainer.initial_state()
   before = jax.device_get(state.params)
   state, metrics = trainer.train_step(state, next(trainer.batches(0)))
-  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before,
-                         jax.device_get(state.params))
-  assert all(jax.tree.leaves(changed)), changed
+  assert_every_param_changed(before, state.params)
   assert np.isfinite(float(metrics["loss"]))
 
 

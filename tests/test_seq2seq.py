@@ -15,6 +15,7 @@ from nets.config import Config
 from nets.data import translation
 from nets.errors import ConfigError
 from nets.trainer import Trainer, train_and_evaluate
+from tests.conftest import assert_every_param_changed
 
 WORDS = "a b c d e f g h".split()
 
@@ -222,9 +223,7 @@ def test_one_step_changes_every_parameter(tmp_path):
   state = trainer.initial_state()
   before = jax.device_get(state.params)
   state, metrics = trainer.train_step(state, next(trainer.batches(0)))
-  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before,
-                         jax.device_get(state.params))
-  assert all(jax.tree.leaves(changed)), changed
+  assert_every_param_changed(before, state.params)
   assert math.isfinite(float(metrics["loss"]))
 
 

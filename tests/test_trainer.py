@@ -13,7 +13,7 @@ from nets.checkpoint import Checkpoints
 from nets.data import datasets, pipeline
 from nets.errors import ConfigError
 from nets.trainer import Trainer, train_and_evaluate
-from tests.conftest import tiny_config, write_keyword_dataset
+from tests.conftest import assert_every_param_changed, tiny_config, write_keyword_dataset
 
 
 def trainer_for(cfg):
@@ -38,8 +38,7 @@ def test_one_step_changes_every_parameter(tmp_path, keyword_files, sparse):
   before = jax.device_get(state.params)
   state, metrics = trainer.train_step(state, next(trainer.batches(0)))
   after = jax.device_get(state.params)
-  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
-  assert all(jax.tree.leaves(changed)), changed
+  assert_every_param_changed(before, after)
   assert np.isfinite(float(metrics["loss"]))
   assert int(state.step) == 1
 

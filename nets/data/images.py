@@ -306,18 +306,11 @@ def load_tfds(dataset: str, data_dir: str | None = None) -> ImageSplits:
     raise DataError(f"tfds dataset {dataset!r} needs an Image and a ClassLabel feature for "
                     f"image classification; it has {', '.join(features.keys())}")
   image_key, label_key = images[0], labels[0]
-  # Mocked builders (tfds.testing.mock_data) report no splits and accept any name.
-  known = set(builder.info.splits.keys()) or None
 
   def read(split: str) -> dict | None:
-    if known is not None and split not in known:
+    ds = sources.tfds_split(builder, split)
+    if ds is None:
       return None
-    try:
-      ds = builder.as_dataset(split=split, shuffle_files=False)
-    except (ValueError, KeyError, tf.errors.NotFoundError):
-      if known is None:
-        return None
-      raise
     # Batches, not batch_size=-1: that needs the split size, unknown under mock_data.
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key])).batch(1024)
     try:

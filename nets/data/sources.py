@@ -260,6 +260,25 @@ def tfds_builder(dataset: str, data_dir: str | None = None):
   return tfds, builder
 
 
+def tfds_split(builder, split: str):
+  """One split of a prepared TFDS builder as a tf.data.Dataset; None if there is none.
+
+  Mocked builders (tfds.testing.mock_data) report no splits and accept any name, so
+  info.splits is asked when it is filled, else loading is tried. Callers read the
+  dataset in batches, never with batch_size=-1, which needs the split's size.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top (loaded by tfds_builder)
+  known = set(builder.info.splits.keys())
+  if known and split not in known:
+    return None
+  try:
+    return builder.as_dataset(split=split, shuffle_files=False)
+  except (ValueError, KeyError, tf.errors.NotFoundError):
+    if not known:
+      return None
+    raise
+
+
 def first_line(error: BaseException) -> str:
   """The first line of an exception's message (tfds errors run to many lines)."""
   text = str(error).strip()

@@ -374,20 +374,11 @@ def _load_tfds(dataset: str, *, data_dir, tokenizer) -> TextSplits:
   text_key, label_key = _tfds_feature_keys(builder.info.features, tfds, tf, dataset)
   label_feature = builder.info.features[label_key]
 
-  # Real builders know their splits after download_and_prepare; mocked ones
-  # (tfds.testing.mock_data) report none and accept any name. So ask
-  # info.splits when it is filled, else try loading.
-  known = set(builder.info.splits.keys()) or None
 
   def read(split: str) -> list[Example] | None:
-    if known is not None and split not in known:
+    ds = sources.tfds_split(builder, split)
+    if ds is None:
       return None
-    try:
-      ds = builder.as_dataset(split=split, shuffle_files=False)
-    except (ValueError, KeyError, tf.errors.NotFoundError):
-      if known is None:
-        return None
-      raise
     # Batches of 4096, not batch_size=-1: the latter needs the split size,
     # which is unknown when info.splits is empty (it would try to allocate
     # sys.maxsize elements).

@@ -174,18 +174,11 @@ def _load_tfds(name: str, data_dir, src_lang: str, tgt_lang: str) -> ParallelSpl
   else:
     raise DataError(f"--dataset=tfds:{name} has features {', '.join(keys)}: pass them as "
                     "--src_lang and --tgt_lang")
-  # Mocked builders (tfds.testing.mock_data) report no splits and accept any name.
-  known = set(builder.info.splits.keys()) or None
 
   def read(split):
-    if known is not None and split not in known:
+    ds = sources.tfds_split(builder, split)
+    if ds is None:
       return None
-    try:
-      ds = builder.as_dataset(split=split, shuffle_files=False)
-    except (ValueError, KeyError, tf.errors.NotFoundError):
-      if known is None:
-        return None
-      raise
     src, tgt = [], []
     # Batches, never batch_size=-1: that needs the split size, unknown under mocking.
     for batch in tfds.as_numpy(ds.map(lambda ex: (ex[langs[0]], ex[langs[1]])).batch(4096)):
