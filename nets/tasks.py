@@ -45,6 +45,18 @@ def classification_loss(network: Network, cfg) -> Callable:
   return loss_fn
 
 
+def token_loss(logits_BxTxV, targets_BxT, weight_BxT, batch):
+  """(mean cross-entropy, sums) over weighted target tokens; padded evaluation rows
+  (batch["mask"]) weigh 0, so `count` is the number of real tokens."""
+  nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+  if "mask" in batch:
+    weight_BxT = weight_BxT * batch["mask"][:, None]
+  correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT) * weight_BxT
+  sums = {"loss": jnp.sum(nll_BxT * weight_BxT), "accuracy": correct_BxT.sum(),
+          "count": weight_BxT.sum()}
+  return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
+
+
 def language_model_loss(network: Network, cfg) -> Callable:
   """Mean next-character cross-entropy in nats over the real (weight 1) positions.
 
@@ -57,14 +69,9 @@ def language_model_loss(network: Network, cfg) -> Callable:
     logits_BxTxV, model_state = network.apply(
         params, batch, train=train, rng=rng, model_state=jax.lax.stop_gradient(model_state))
     targets_BxT = batch["targets"]
-    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
-    weight_BxT = batch.get("weight", jnp.ones_like(nll_BxT))
-    if "mask" in batch:  # padded evaluation rows
-      weight_BxT = weight_BxT * batch["mask"][:, None]
-    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT) * weight_BxT
-    sums = {"loss": jnp.sum(nll_BxT * weight_BxT), "accuracy": correct_BxT.sum(),
-            "count": weight_BxT.sum()}
-    return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
+    weight_BxT = batch.get("weight", jnp.ones(targets_BxT.shape, logits_BxTxV.dtype))
+    loss, sums = token_loss(logits_BxTxV, targets_BxT, weight_BxT, batch)
+    return loss, (sums, model_state)
 
   return loss_fn
 
@@ -77,14 +84,9 @@ def seq2seq_loss(network: Network, cfg) -> Callable:
   def loss_fn(params, model_state, batch, rng, train):
     logits_BxTxV, _ = network.apply(params, batch, train=train, rng=rng)
     targets_BxT = batch["tokens"][..., 1]
-    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
-    weight_BxT = (targets_BxT != 0).astype(nll_BxT.dtype)  # 0 = <pad>
-    if "mask" in batch:  # padded evaluation rows
-      weight_BxT = weight_BxT * batch["mask"][:, None]
-    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT) * weight_BxT
-    sums = {"loss": jnp.sum(nll_BxT * weight_BxT), "accuracy": correct_BxT.sum(),
-            "count": weight_BxT.sum()}
-    return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, model_state)
+    weight_BxT = (targets_BxT != 0).astype(logits_BxTxV.dtype)  # 0 = <pad>
+    loss, sums = token_loss(logits_BxTxV, targets_BxT, weight_BxT, batch)
+    return loss, (sums, model_state)
 
   return loss_fn
 

@@ -71,6 +71,17 @@ for _name, _digest in _M30K_SHA256.items():
       sha256=_digest))
 
 
+def content_ids(ids) -> list[int]:
+  """The ids a decoder produced before EOS, without PAD and BOS."""
+  out = []
+  for i in map(int, ids):
+    if i == EOS:
+      break
+    if i not in (PAD, BOS):
+      out.append(i)
+  return out
+
+
 @dataclasses.dataclass
 class ParallelSplits:
   """(source sentences, target sentences) per split, untokenised; None: no such split."""
@@ -244,14 +255,7 @@ class WordTokenizer:
 
   def tokens(self, ids) -> list[str]:
     """Ids up to EOS as tokens (no specials except <unk>)."""
-    out = []
-    for i in ids:
-      i = int(i)
-      if i == EOS:
-        break
-      if i not in (PAD, BOS):
-        out.append(self.itos[i])
-    return out
+    return [self.itos[i] for i in content_ids(ids)]
 
   def decode(self, ids) -> str:
     return detokenize(self.tokens(ids))
@@ -297,14 +301,7 @@ class SubwordTokenizer:
     return list(self.sp.encode(text, out_type=str))
 
   def tokens(self, ids) -> list[str]:
-    out = []
-    for i in ids:
-      i = int(i)
-      if i == EOS:
-        break
-      if i not in (PAD, BOS):
-        out.append(self.sp.id_to_piece(i))
-    return out
+    return [self.sp.id_to_piece(i) for i in content_ids(ids)]
 
   def decode(self, ids) -> str:
     kept = []
