@@ -4,7 +4,13 @@ A cell is a pure step `cell(params, carry, x_t) -> (carry, h_t)` (`Cell.__call__
 split that step in two: the input projection x_t W + b, which does not depend on the carry
 and is done for all time steps at once (one [B*T, D] x [D, G*H] matmul outside the scan),
 and the recurrence h_{t-1} U (one fused [H, G*H] matmul for all G gates), which is all
-the scan body has to do. Backpropagation through time is `jax.grad` of the scan.
+the scan body has to do.
+
+Backpropagation through time is a reverse scan of its own (`jax.custom_vjp`, the lectures'
+derivation): per step, the cell's elementwise part is differentiated (recomputed from the
+stored carry and h_{t-1} U) and dh_{t-1} += dz_t U^T; the recurrent kernel's gradient
+sum_t h_{t-1}^T dz_t is then one [H, T*B] x [T*B, G*H] matmul after the scan, where
+autodiff of the scan accumulates it step by step and stores ~2x the residuals.
 
 Parameters of a cell (Flax Dense naming, so weight penalties see the `kernel`s):
   {"input": {"kernel": [D, G*H], "bias": [G*H]}, "recurrent": {"kernel": [H, G*H]}}
@@ -23,25 +29,29 @@ A new cell (e.g. a GRU) is a `Cell` with its gate names and a recurrence functio
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 Params = dict
 Carry = dict
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a jit cache key
 class Cell:
   """One recurrent cell: gate layout, carry layout and the recurrence step."""
 
   name: str
   gates: tuple          # names of the G blocks of the fused projections, in order
   carry_keys: tuple     # the carry's [B, H] arrays; always includes "h"
-  # (params, carry, xw_t) -> (carry, h_t), where xw_t = x_t W + b (already projected).
-  recurrence: Callable[[Params, Carry, jax.Array], tuple]
+  # (recurrent params, carry, xw_t, hu_t) -> (carry, h_t): the step's elementwise part,
+  # given xw_t = x_t W + b and hu_t = h_{t-1} U (the recurrent params' "kernel" is U; the
+  # update may use the others, e.g. the GRU's candidate bias).
+  update: Callable[[Params, Carry, jax.Array, jax.Array], tuple]
   bias_init: dict = dataclasses.field(default_factory=dict)  # gate -> constant bias
   # Bias on the recurrent projection (GRU: b_hn sits inside r * (h U_n + b_hn)), [H].
   recurrent_bias: bool = False
@@ -49,6 +59,11 @@ class Cell:
   @property
   def num_gates(self) -> int:
     return len(self.gates)
+
+  def recurrence(self, params: Params, carry: Carry, xw_BxGH):
+    """One step from projected inputs: (carry, h_t)."""
+    rec = params["recurrent"]
+    return self.update(rec, carry, xw_BxGH, carry["h"] @ rec["kernel"])
 
   def __call__(self, params: Params, carry: Carry, x_BxD):
     """The plain cell step on raw inputs: (carry, h_t)."""
@@ -78,42 +93,41 @@ def project_inputs(params: Params, x_xD):
   return x_xD @ params["input"]["kernel"] + params["input"]["bias"]
 
 
-def elman_recurrence(params: Params, carry: Carry, xw_BxH):
+def elman_update(rec: Params, carry: Carry, xw_BxH, hu_BxH):
   """Elman (1990): h_t = tanh(x_t W + b + h_{t-1} U)."""
-  h = jnp.tanh(xw_BxH + carry["h"] @ params["recurrent"]["kernel"])
+  del rec, carry
+  h = jnp.tanh(xw_BxH + hu_BxH)
   return {"h": h}, h
 
 
-def lstm_recurrence(params: Params, carry: Carry, xw_Bx4H):
+def lstm_update(rec: Params, carry: Carry, xw_Bx4H, hu_Bx4H):
   """LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates i, f, g, o from one
   fused matmul; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
-  z_Bx4H = xw_Bx4H + carry["h"] @ params["recurrent"]["kernel"]
-  i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
+  del rec
+  i, f, g, o = jnp.split(xw_Bx4H + hu_Bx4H, 4, axis=-1)
   c = jax.nn.sigmoid(f) * carry["c"] + jax.nn.sigmoid(i) * jnp.tanh(g)
   h = jax.nn.sigmoid(o) * jnp.tanh(c)
   return {"c": c, "h": h}, h
 
 
-def gru_recurrence(params: Params, carry: Carry, xw_Bx3H):
+def gru_update(rec: Params, carry: Carry, xw_Bx3H, hu_Bx3H):
   """GRU (Cho et al. 2014) as Flax's nn.GRUCell: gates r, z and candidate n from one fused
   matmul h_{t-1} U; n = tanh(x W_n + b_n + r * (h U_n + b_hn)), h_t = (1-z) n + z h_{t-1}."""
-  h = carry["h"]
-  hu_Bx3H = h @ params["recurrent"]["kernel"]
   x_r, x_z, x_n = jnp.split(xw_Bx3H, 3, axis=-1)
   h_r, h_z, h_n = jnp.split(hu_Bx3H, 3, axis=-1)
   r = jax.nn.sigmoid(x_r + h_r)
   z = jax.nn.sigmoid(x_z + h_z)
-  n = jnp.tanh(x_n + r * (h_n + params["recurrent"]["bias"]))
-  h = (1.0 - z) * n + z * h
+  n = jnp.tanh(x_n + r * (h_n + rec["bias"]))
+  h = (1.0 - z) * n + z * carry["h"]
   return {"h": h}, h
 
 
-ELMAN = Cell("elman", gates=("h",), carry_keys=("h",), recurrence=elman_recurrence)
+ELMAN = Cell("elman", gates=("h",), carry_keys=("h",), update=elman_update)
 # Forget bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
-LSTM = Cell("lstm", gates=("i", "f", "g", "o"), carry_keys=("c", "h"),
-            recurrence=lstm_recurrence, bias_init={"f": 1.0})
-GRU = Cell("gru", gates=("r", "z", "n"), carry_keys=("h",), recurrence=gru_recurrence,
-          recurrent_bias=True)
+LSTM = Cell("lstm", gates=("i", "f", "g", "o"), carry_keys=("c", "h"), update=lstm_update,
+            bias_init={"f": 1.0})
+GRU = Cell("gru", gates=("r", "z", "n"), carry_keys=("h",), update=gru_update,
+           recurrent_bias=True)
 CELLS = {"elman": ELMAN, "lstm": LSTM, "gru": GRU}
 
 
@@ -141,31 +155,88 @@ def flip_sequences(x_BxTx, lengths_B):
 
 
 def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
-              mask_BxT=None, unroll: int = 1):
+              mask_BxT=None, unroll: int = 1, custom_bptt: bool = True):
   """One layer over time: (final carry, outputs [B, T, H]).
 
-  With `mask_BxT`, invalid steps keep the carry and output zeros.
+  With `mask_BxT`, invalid steps keep the carry and output zeros. `custom_bptt=False`
+  differentiates the scan by plain autodiff (the reference the tests compare with).
   """
   B, T = x_BxTxD.shape[:2]
   if carry is None:
     carry = cell.zero_carry(B, hidden_size(params), x_BxTxD.dtype)
   # Hoisted: every step's input projection in one matmul, time-major for the scan.
   xw_TxBxGH = project_inputs(params, jnp.swapaxes(x_BxTxD, 0, 1))
-  if mask_BxT is None:
-    carry, h_TxBxH = jax.lax.scan(lambda c, xw: cell.recurrence(params, c, xw), carry,
-                                  xw_TxBxGH, unroll=unroll)
-    return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+  valid_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
+  masked = valid_TxB is not None
+  scan = (_bptt_scan(cell, unroll, masked) if custom_bptt
+          else functools.partial(_scan, cell, unroll, masked))
+  kernel, rest = _split_recurrent(params["recurrent"])
+  carry, h_TxBxH = scan(kernel, rest, carry, xw_TxBxGH, valid_TxB)
+  return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
+
+def _split_recurrent(rec: Params):
+  """(U, the other recurrent params): U's gradient is summed after the scan."""
+  return rec["kernel"], {k: v for k, v in rec.items() if k != "kernel"}
+
+
+def _masked_update(cell: Cell, masked: bool, rest, carry, xw_BxGH, hu_BxGH, valid_B):
+  new_carry, h_BxH = cell.update(rest, carry, xw_BxGH, hu_BxGH)
+  if not masked:
+    return new_carry, h_BxH
+  valid_Bx1 = valid_B[:, None]
+  new_carry = jax.tree.map(lambda new, old: jnp.where(valid_Bx1, new, old), new_carry, carry)
+  return new_carry, jnp.where(valid_Bx1, h_BxH, 0.0)
+
+
+def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False):
+  """The forward scan: (final carry, h [T, B, H]); with `residuals`, per step also the
+  carry it started from and h_{t-1} U, which backpropagation needs."""
   def step(carry, inputs):
     xw_BxGH, valid_B = inputs
-    new_carry, h_BxH = cell.recurrence(params, carry, xw_BxGH)
-    valid_Bx1 = valid_B[:, None]
-    new_carry = jax.tree.map(lambda new, old: jnp.where(valid_Bx1, new, old), new_carry, carry)
-    return new_carry, jnp.where(valid_Bx1, h_BxH, 0.0)
+    hu_BxGH = carry["h"] @ kernel
+    new_carry, h_BxH = _masked_update(cell, masked, rest, carry, xw_BxGH, hu_BxGH, valid_B)
+    return new_carry, ((h_BxH, carry, hu_BxGH) if residuals else h_BxH)
+  return jax.lax.scan(step, carry, (xw_TxBxGH, valid_TxB), unroll=unroll)
 
-  carry, h_TxBxH = jax.lax.scan(step, carry, (xw_TxBxGH, jnp.swapaxes(mask_BxT, 0, 1)),
-                                unroll=unroll)
-  return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+@functools.lru_cache(maxsize=None)
+def _bptt_scan(cell: Cell, unroll: int, masked: bool):
+  """`_scan` with backpropagation through time as its own reverse scan (module docstring)."""
+
+  @jax.custom_vjp
+  def scan(kernel, rest, carry, xw_TxBxGH, valid_TxB):
+    return _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB)
+
+  def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
+    final, (h_TxBxH, prev_TxB, hu_TxBxGH) = _scan(
+        cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
+    return (final, h_TxBxH), (kernel, rest, xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH)
+
+  def backward(residuals, cotangents):
+    kernel, rest, xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH = residuals
+    d_final, dh_TxBxH = cotangents
+    kernel_T = kernel.T
+
+    def step(state, inputs):
+      d_carry, d_rest = state
+      xw_BxGH, valid_B, prev, hu_BxGH, dh_BxH = inputs
+      _, vjp = jax.vjp(
+          lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu, valid_B),
+          xw_BxGH, hu_BxGH, prev, rest)
+      dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = vjp((d_carry, dh_BxH))
+      d_prev = dict(d_prev, h=d_prev["h"] + dhu_BxGH @ kernel_T)
+      return (d_prev, jax.tree.map(jnp.add, d_rest, d_rest_t)), (dxw_BxGH, dhu_BxGH)
+
+    (d_carry, d_rest), (dxw_TxBxGH, dhu_TxBxGH) = jax.lax.scan(
+        step, (d_final, jax.tree.map(jnp.zeros_like, rest)),
+        (xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH, dh_TxBxH), reverse=True, unroll=unroll)
+    d_kernel = jnp.einsum("tbh,tbg->hg", prev_TxB["h"], dhu_TxBxGH)
+    d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
+    return d_kernel, d_rest, d_carry, dxw_TxBxGH, d_valid
+
+  scan.defvjp(forward, backward)
+  return scan
 
 
 def layer_name(index: int) -> str:

@@ -21,6 +21,13 @@ def assert_every_param_changed(before, after):
   assert all(jax.tree.leaves(changed)), changed
 
 
+def cli_env(**extra) -> dict:
+  """Environment for the tests' subprocess runs of the entry points: CPU only, and XLA's
+  optimisation passes off (tiny models: compiling dominates and the results stay
+  deterministic; the accuracy runs in test_accuracy.py keep them on)."""
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", **extra)
+
+
 def shared_data_dir():
   """The real shared data (CI sets NETS_DATA_DIR=../shared/data), or None."""
   d = os.environ.get("NETS_DATA_DIR")

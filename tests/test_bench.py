@@ -1,19 +1,18 @@
 """The benchmark command runs every case and prints one JSON line each."""
 
 import json
-import os
 import subprocess
 import sys
 
 from experiments import bench
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_env
 
 
 def test_every_case_prints_one_json_line():
   result = subprocess.run(
       [sys.executable, "-m", "experiments.bench", "--case=all", "--steps=2", "--warmup=1"],
       # A smoke test of the command, not a measurement: skip XLA's optimisation passes.
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1"),
+      cwd=REPO, env=cli_env(),
       capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   lines = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]

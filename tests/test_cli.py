@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_keyword_dataset
+from tests.conftest import REPO, cli_env, write_keyword_dataset
 
 
 def run(module, *args, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -77,7 +77,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   reference = tiny_flags(tmp_path / "ref", train, **common)
   assert run("experiments.train", *reference).returncode == 0
   args = tiny_flags(tmp_path / "killed", train, **common)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=REPO,
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = tmp_path / "killed" / "wd" / "checkpoints"

@@ -10,7 +10,6 @@ and compare them with jax.grad of the model's own layers and with finite differe
 """
 
 import json
-import os
 import subprocess
 import sys
 import types
@@ -25,7 +24,7 @@ from nets.config import Config
 from nets.data import datasets, images
 from nets.errors import ConfigError
 from nets.trainer import Trainer, train_and_evaluate
-from tests.conftest import REPO, assert_every_param_changed
+from tests.conftest import REPO, cli_env, assert_every_param_changed
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -411,7 +410,7 @@ def test_end_to_end_on_synthetic_idx_files_then_evaluate(tmp_path):
   info = json.loads((wd / "data.json").read_text())
   assert info["sizes"] == {"train": 96, "valid": 24, "test": 40}
   assert info["info"]["image_shape"] == [12, 12, 1]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   test_images = data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"
   result = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={wd}",
                            f"--test_file={test_images}"], cwd=REPO, env=env,

@@ -11,11 +11,11 @@ import sys
 import pytest
 
 from launch import runners, spec, summarize
-from tests.conftest import REPO, write_keyword_dataset
+from tests.conftest import REPO, cli_env, write_keyword_dataset
 
 
 def cli(module, *args, timeout=120, **env_vars):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_vars)
+  env = cli_env(**env_vars)
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from nets.config import Config
 from nets.data import chars, datasets, pipeline
 from nets.errors import ConfigError, DataError
 from nets.trainer import Trainer, restore_for_eval, train_and_evaluate
-from tests.conftest import REPO, assert_every_param_changed, shared_data_dir
+from tests.conftest import REPO, cli_env, assert_every_param_changed, shared_data_dir
 
 TEXT = "".join(f"{w} loves {v}.\n" for w in ("ann", "bob", "cy", "dee")
                for v in ("tea", "jam", "figs", "rice")) * 12
@@ -202,7 +201,7 @@ def test_tiny_run_learns_resumes_samples_and_evaluates(tmp_path, text_file):
   metrics = trainer.evaluate(state.params, arrays)
   assert math.isfinite(metrics["loss"]) and metrics["loss"] > 0
 
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = cli_env()
   out = subprocess.run([sys.executable, "-m", "experiments.evaluate",
                         f"--workdir={full.workdir}", f"--test_file={unseen}"],
                        cwd=REPO, env=env, capture_output=True, text=True, check=True)

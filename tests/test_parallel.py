@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_keyword_dataset
+from tests.conftest import REPO, cli_env, write_keyword_dataset
 
 
 def train(tmp_path, workdir, devices=1, extra=(), env_extra=None, wait=True):
@@ -22,9 +22,8 @@ def train(tmp_path, workdir, devices=1, extra=(), env_extra=None, wait=True):
           "--embed_dim=8", "--filter_widths=2,3", "--num_filters=4", "--batch_size=8",
           "--num_epochs=2", "--optimizer=adam", "--learning_rate=0.01", "--log_every=1",
           "--progress=false", "--tensorboard=false", f"--workdir={workdir}", *extra]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             **(env_extra or {}))
+  env = cli_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                **(env_extra or {}))
   if not wait:
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -58,8 +57,7 @@ def test_checkpoint_from_eight_devices_resumes_on_one(tmp_path):
 
 
 def test_batch_size_must_divide_by_the_devices(tmp_path):
-  args_env = dict(os.environ, JAX_PLATFORMS="cpu",
-                  XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  args_env = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
   write_keyword_dataset(tmp_path / "t.txt", 40, seed=0)
   result = subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--train_file={tmp_path / 't.txt'}",

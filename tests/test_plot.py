@@ -11,7 +11,7 @@ import pytest
 from experiments import plot
 from nets.errors import UserError
 from nets.trainer import train_and_evaluate
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_env
 from tests.test_convnet import tiny_run_config, write_synthetic_mnist
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -92,7 +92,7 @@ def test_bad_workdirs(tmp_path):
     plot.plot_workdir(str(tmp_path / "empty"))
   result = subprocess.run([sys.executable, "-m", "experiments.plot",
                            f"--workdir={tmp_path / 'missing'}"], cwd=REPO,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                          env=cli_env(), capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert [l for l in result.stderr.splitlines() if l.startswith("error:")] == [

@@ -90,6 +90,25 @@ def test_gradients_reach_the_first_step(cell_name):
   assert np.all(np.abs(np.asarray(grads[:, 0])).sum(-1) > 0)
 
 
+@pytest.mark.parametrize("cell_name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_bptt_reverse_scan_equals_autodiff_of_the_scan(cell_name, masked):
+  """The hand-written backward pass (custom_vjp) gives autodiff's gradients for the
+  parameters, the inputs and the initial carry, with and without padding."""
+  cell, params, x = setup(cell_name)
+  params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
+  carry0 = {k: jax.random.normal(jax.random.PRNGKey(7), (B, H)) for k in cell.carry_keys}
+  mask = recurrent.length_mask(jnp.array([T, 3, 0]), T) if masked else None
+
+  def loss(params, x, carry0, custom_bptt):
+    carry, h = recurrent.run_layer(cell, params, x, carry0, mask, custom_bptt=custom_bptt)
+    return jnp.sum(jnp.sin(h)) + sum(jnp.sum(jnp.cos(c)) for c in carry.values())
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=3)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grad(params, x, carry0, True), grad(params, x, carry0, False))
+
+
 def test_elman_gradients_vanish_faster_than_lstm():
   """The lectures' argument: through tanh(Uh) the gradient shrinks by a factor per step;
   the LSTM's additive cell path (forget gate near 1) loses much less."""

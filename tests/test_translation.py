@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from nets.config import Config
 from nets.data import translation
 from nets.errors import ConfigError, DataError
 from nets.trainer import train_and_evaluate
-from tests.conftest import REPO, shared_data_dir
+from tests.conftest import REPO, cli_env, shared_data_dir
 from tests.test_seq2seq import fast_compiles, toy_pairs  # noqa: F401  (autouse fixture)
 
 
@@ -148,7 +147,7 @@ def test_train_translate_and_evaluate_on_unseen_files(tmp_path):
   unseen_src, unseen_tgt = toy_pairs(40, 3)
   src_file = write_lines(tmp_path / "unseen.src", unseen_src)
   tgt_file = write_lines(tmp_path / "unseen.tgt", unseen_tgt)
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = cli_env()
   png = tmp_path / "att.png"
   out = subprocess.run([sys.executable, "-m", "experiments.translate",
                         f"--workdir={cfg.workdir}", f"--attention_png={png}", "--beam_size=3"],
