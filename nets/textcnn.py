@@ -59,6 +59,10 @@ class Config:
   activation: str = option("relu", "Nonlinearity after the convolution.",
                            choices=("relu", "tanh"))
   pooling: str = option("max", "Pooling over time.", choices=("max", "avg"))
+  pool_padding: bool = option(
+      False, "Max pooling also sees a window of pure padding, whose output is act(bias): "
+      "as Kim's Theano code, which pads every sentence to the dataset's longest and pools "
+      "over all of it. The same for any batch padding, unlike pooling over a batch's pad.")
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
 
@@ -87,7 +91,10 @@ class TextCNN(nn.Module):
       h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID", name=f"conv{w}")(xw))
       T = h_BxTxF.shape[1]
       valid_BxT = positions[None, :T] < _valid_outputs(length_B, w, cfg.conv)[:, None]
-      pooled.append(_pool(h_BxTxF, valid_BxT, cfg.pooling))
+      pooled_BxF = _pool(h_BxTxF, valid_BxT, cfg.pooling)
+      if cfg.pool_padding:  # a window of zero vectors: act(0 * W + b)
+        pooled_BxF = jnp.maximum(pooled_BxF, act(self.variables["params"][f"conv{w}"]["bias"]))
+      pooled.append(pooled_BxF)
     z = jnp.concatenate(pooled, axis=-1)
     z = nn.Dropout(cfg.dropout, deterministic=not train)(z)
     return nn.Dense(self.num_outputs, name="output")(z)
@@ -171,6 +178,9 @@ def check(cfg) -> None:
   if mc.embedding_mode != "rand" and not mc.embeddings:
     raise ConfigError(f"--embedding_mode={mc.embedding_mode} needs --embeddings=PATH "
                       "(word2vec .bin/.txt or GloVe .txt), or use --embedding_mode=rand")
+  if mc.pool_padding and mc.pooling != "max":
+    raise ConfigError(f"--pool_padding applies to max pooling: pass --pooling=max or "
+                      f"--pool_padding=false (got --pooling={mc.pooling})")
   if mc.embeddings and mc.embedding_mode == "rand":
     raise ConfigError("--embeddings is given but --embedding_mode=rand ignores it: pass "
                       "--embedding_mode=static, non-static or multichannel")

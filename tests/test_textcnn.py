@@ -50,6 +50,28 @@ def test_batch_padding_does_not_change_outputs(conv, pooling):
                              rtol=1e-5, atol=1e-6)
 
 
+def test_pool_padding_equals_kims_max_over_the_whole_padded_sentence():
+  """Kim's code pads every sentence with max_w - 1 zeros in front and zeros up to the
+  dataset's longest + max_w - 1 behind, then max-pools over every window; with
+  --pool_padding the masked model gives the same from a batch of any padding."""
+  widths, lengths, longest = (2, 3), [4, 1, 6], 9
+  net = textcnn.build(tiny_textcnn(filter_widths=widths, conv="wide", pool_padding=True),
+                      info())
+  kim = textcnn.build(tiny_textcnn(filter_widths=widths, conv="narrow"), info())
+  params = net.init(jax.random.PRNGKey(3))
+  for w in widths:  # biases that some sentence's filter outputs fall below
+    params[f"conv{w}"]["bias"] = jnp.linspace(-0.5, 1.0, params[f"conv{w}"]["bias"].size)
+  b = batch(lengths, max(lengths))
+  pad = max(widths) - 1
+  kim_tokens = jnp.pad(b["tokens"], ((0, 0), (pad, longest - max(lengths) + pad)))
+  full = jnp.full(len(lengths), kim_tokens.shape[1], jnp.int32)
+  np.testing.assert_allclose(net.apply(params, b),
+                             kim.apply(params, {"tokens": kim_tokens, "length": full}),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(net.apply(params, b),
+                         textcnn.build(tiny_textcnn(filter_widths=widths), info()).apply(params, b))
+
+
 def test_sentences_shorter_than_the_widest_filter():
   cfg = tiny_textcnn(filter_widths=(3, 4, 5), conv="narrow")
   net = textcnn.build(cfg, info())
