@@ -228,7 +228,8 @@ def test_one_step_changes_every_parameter(tmp_path):
 
 
 def test_reverse_task_is_learned_to_near_perfect_accuracy(tmp_path):
-  cfg = toy_config(tmp_path, num_epochs=12)
+  # 16 epochs: 12 ended at 0.967-0.996 depending on XLA:CPU's dot kernels (flags).
+  cfg = toy_config(tmp_path, num_epochs=16)
   data = toy_data(cfg)
   trainer = Trainer(cfg, data)
   state = trainer.initial_state()
