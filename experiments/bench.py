@@ -9,7 +9,12 @@ trainer runs (nets.trainer.Trainer.train_step), blocking on the result, on rando
 drawn once. Prints exactly one JSON line per case.
 """
 
+import contextlib
+import dataclasses
 import json
+import os
+import sys
+import tempfile
 import time
 
 import jax
@@ -25,7 +30,14 @@ flags.DEFINE_integer("steps", 30, "Timed steps (the median is reported).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first; the first one (compilation "
                      "included) is reported as first_step_s.")
 flags.DEFINE_integer("seed", 0, "Seed of the random data and parameters.")
+flags.DEFINE_integer(
+    "loop_steps", 0, "Also run the training loop itself (nets.trainer.run: batch "
+    "iterator, prefetch, metric fetches, progress bar, TensorBoard) for this many steps on "
+    "the case's data and report its median throughput beside the step's (0: skip; "
+    "training cases only).")
 FLAGS = flags.FLAGS
+# Rows of random data per case, in batches: the loop (--loop_steps) cycles through them.
+DATA_BATCHES = 8
 
 
 def textcnn_case(rng):
@@ -35,12 +47,14 @@ def textcnn_case(rng):
   from nets.data.datasets import Data
   from nets.data.text import Vocab
   B, L, V = 50, 56, 20000
-  batch = {"tokens": rng.integers(1, V, (B, L)).astype(np.int32),
-           "length": np.full((B,), L, np.int32),
-           "label": rng.integers(0, 2, (B,)).astype(np.int32)}
+  N = DATA_BATCHES * B
+  train = {"tokens": rng.integers(1, V, (N, L)).astype(np.int32),
+           "length": np.full((N,), L, np.int32),
+           "label": rng.integers(0, 2, (N,)).astype(np.int32)}
   vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(V - 2)])
-  data = Data(train=batch, valid=None, test=None, num_classes=2, num_outputs=2,
+  data = Data(train=train, valid=None, test=None, num_classes=2, num_outputs=2,
               vocab=vocab, max_len=L)
+  batch = {k: v[:B] for k, v in train.items()}
   cfg = Config(model="textcnn", batch_size=B, optimizer="adadelta", learning_rate=1.0,
                max_norm=0.0, model_config=textcnn.Config(embed_dim=300, dropout=0.5))
   return cfg, data, batch, B, "examples/s"
@@ -53,8 +67,8 @@ def convnet_case(rng):
   from nets.data import images
   B = 128
   raw = images.ImageSplits(
-      train={"image": rng.integers(0, 256, (4 * B, 32, 32, 1)).astype(np.uint8),
-             "label": rng.integers(0, 10, (4 * B,)).astype(np.int32)},
+      train={"image": rng.integers(0, 256, (DATA_BATCHES * B, 32, 32, 1)).astype(np.uint8),
+             "label": rng.integers(0, 10, (DATA_BATCHES * B,)).astype(np.int32)},
       valid=None, test=None, num_classes=10)
   cfg = Config(model="convnet", dataset="bench", batch_size=B, optimizer="momentum",
                learning_rate=0.01, momentum=0.9, max_norm=0.0,
@@ -74,7 +88,7 @@ def _char_lm_case(model: str, num_layers: int):
     family = importlib.import_module(f"nets.{model}")
     B, T = 32, 128
     alphabet = np.array([chr(c) for c in range(48, 48 + 64)])  # 64 chars + <unk> = 65
-    text = "".join(rng.choice(alphabet, B * T * 4 + 1))
+    text = "".join(rng.choice(alphabet, B * T * DATA_BATCHES + 1))
     cfg = Config(model=model, dataset="bench", batch_size=B, optimizer="adam",
                  learning_rate=2e-3, grad_clip=5.0, max_norm=0.0,
                  model_config=family.Config(embed_dim=64, hidden_size=256,
@@ -95,12 +109,14 @@ def _seq2seq_case(decode: bool):
     from nets.config import Config
     from nets.data.datasets import Data
     B, S, T, V = 64, 30, 30, 8000
-    ids = lambda length: rng.integers(4, V, (B, length)).astype(np.int32)  # no specials
-    batch = {"tokens": np.stack([ids(S), ids(T)], axis=-1),
-             "src_length": np.full((B,), S, np.int32), "tgt_length": np.full((B,), T, np.int32),
-             "length": np.full((B,), max(S, T), np.int32)}
-    data = Data(train=batch, valid=None, test=None, num_outputs=V, max_len=max(S, T),
+    N = DATA_BATCHES * B
+    ids = lambda length: rng.integers(4, V, (N, length)).astype(np.int32)  # no specials
+    train = {"tokens": np.stack([ids(S), ids(T)], axis=-1),
+             "src_length": np.full((N,), S, np.int32), "tgt_length": np.full((N,), T, np.int32),
+             "length": np.full((N,), max(S, T), np.int32)}
+    data = Data(train=train, valid=None, test=None, num_outputs=V, max_len=max(S, T),
                 info={"src_vocab_size": V, "tgt_vocab_size": V})
+    batch = {k: v[:B] for k, v in train.items()}
     cfg = Config(model="seq2seq", dataset="bench", batch_size=B, optimizer="adam",
                  learning_rate=1e-3, grad_clip=1.0, max_norm=0.0, bucket_by_length=False,
                  model_config=seq2seq.Config(cell="gru", embed_dim=256, hidden_size=512,
@@ -123,7 +139,28 @@ CASE_BUILDERS = {"textcnn": textcnn_case, "convnet": convnet_case,
                  "seq2seq_decode": _seq2seq_case(decode=True)}
 
 
-def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
+def loop_throughput(cfg, data, items: int, steps: int) -> float:
+  """Median items/s of the training loop (nets.trainer.run) over `steps` steps.
+
+  The loop logs examples/s per log window, excluding evaluation and checkpoint time; the
+  first window (compilation) is dropped.
+  """
+  from nets import trainer as trainer_lib
+  log_every = max(steps // 10, 1)
+  cfg = dataclasses.replace(cfg, num_epochs=steps, max_steps=steps, log_every=log_every,
+                            eval_every=steps, checkpoint_every=steps, keep_checkpoints=1)
+  with tempfile.TemporaryDirectory() as workdir:
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the one JSON line
+      trainer_lib.run(cfg, data, workdir, desc="loop")
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rates = [m["train/examples_per_s"] for m in map(json.loads, f)
+               if "train/examples_per_s" in m]
+  if len(rates) < 2:
+    raise ConfigError(f"--loop_steps={steps}: too few to time (use >= 20)")
+  return float(np.median(rates[1:])) * items / cfg.batch_size
+
+
+def bench(case: str, steps: int, warmup: int, seed: int, loop_steps: int = 0) -> dict:
   from nets.trainer import Trainer
   if case not in CASE_BUILDERS:
     raise ConfigError(f"--case={case}: not implemented yet (available: "
@@ -151,11 +188,16 @@ def bench(case: str, steps: int, warmup: int, seed: int) -> dict:
     jax.block_until_ready((state, out))
     times.append(time.perf_counter() - t0)
   median = float(np.median(times))
-  return {"framework": "jax", "case": case, "unit": unit,
-          "throughput_median": items / median, "step_ms_median": median * 1e3,
-          "first_step_s": first, "steps": steps, "warmup": warmup,
-          "backend": jax.default_backend(), "devices": jax.device_count(),
-          "jax": jax.__version__}
+  result = {"framework": "jax", "case": case, "unit": unit,
+            "throughput_median": items / median, "step_ms_median": median * 1e3,
+            "first_step_s": first, "steps": steps, "warmup": warmup,
+            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "jax": jax.__version__}
+  if loop_steps and not decoder:
+    del state, out  # the loop builds its own state: free this one's buffers first
+    loop = loop_throughput(cfg, data, items, loop_steps)
+    result.update(loop_throughput_median=loop, loop_over_step=loop * median / items)
+  return result
 
 
 def main():
@@ -163,9 +205,13 @@ def main():
     raise ConfigError(f"--case={FLAGS.case}: must be one of {', '.join(CASES)}, all")
   if FLAGS.steps < 1 or FLAGS.warmup < 1:
     raise ConfigError("--steps and --warmup must be >= 1")
+  if FLAGS.loop_steps and FLAGS.loop_steps < 20:
+    raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use 0 (skip) or >= 20 (the loop "
+                      "is timed over 10 log windows, the first one dropped)")
   cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
   for case in cases:
-    print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed)), flush=True)
+    print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed, FLAGS.loop_steps)),
+          flush=True)
 
 
 if __name__ == "__main__":
