@@ -158,17 +158,20 @@ def flip_sequences(x_BxTx, lengths_B):
 
 
 def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
-              mask_BxT=None, unroll: int = 1, custom_bptt: bool = True):
+              mask_BxT=None, unroll: int = 1, custom_bptt: bool = True, xw_TxBxGH=None):
   """One layer over time: (final carry, outputs [B, T, H]).
 
   With `mask_BxT`, invalid steps keep the carry and output zeros. `custom_bptt=False`
   differentiates the scan by plain autodiff (the reference the tests compare with).
+  `xw_TxBxGH`: the inputs' projection x_t W, already computed (see `embed_projected`);
+  x_BxTxD is then not read.
   """
-  B, T = x_BxTxD.shape[:2]
+  if xw_TxBxGH is None:
+    # Hoisted: every step's x_t W in one matmul, time-major for the scan (+ b in the step).
+    xw_TxBxGH = jnp.swapaxes(x_BxTxD, 0, 1) @ params["input"]["kernel"]
+  B = xw_TxBxGH.shape[1]
   if carry is None:
-    carry = cell.zero_carry(B, hidden_size(params), x_BxTxD.dtype)
-  # Hoisted: every step's x_t W in one matmul, time-major for the scan (+ b in the step).
-  xw_TxBxGH = jnp.swapaxes(x_BxTxD, 0, 1) @ params["input"]["kernel"]
+    carry = cell.zero_carry(B, hidden_size(params), xw_TxBxGH.dtype)
   valid_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
   masked = valid_TxB is not None
   scan = (_bptt_scan(cell, unroll, masked) if custom_bptt
@@ -246,6 +249,15 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
   return scan
 
 
+def embed_projected(table_VxE, params: Params, tokens_BxT):
+  """A first layer's x_t W for embedded tokens, time-major [T, B, G*H], as rows of the
+  table projected once: (E W)[y] = E[y] W. When the vocabulary is smaller than the batch's
+  positions (characters: 65 rows against 32 x 128), the [V, E] x [E, G*H] matmul and a
+  gather replace the [B*T, E] x [E, G*H] one, and the gradient is a scatter-add into V
+  rows (char LM step: the first layer's projection and its gradient 23 -> 2 ms)."""
+  return jnp.take(table_VxE @ params["input"]["kernel"], tokens_BxT.T, axis=0)
+
+
 def layer_name(index: int) -> str:
   return f"layer{index}"
 
@@ -278,19 +290,25 @@ def dropout(x, rate: float, rng):
 
 
 def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
-              lengths_B=None, dropout_rate: float = 0.0, rng=None, unroll: int = 1):
+              lengths_B=None, dropout_rate: float = 0.0, rng=None, unroll: int = 1,
+              first_xw_TxBxGH=None):
   """Layers on top of each other: (final carry per layer and direction, top outputs).
 
   Each layer runs over the whole sequence before the next one starts, so every layer's
   input projection is hoisted. A bidirectional layer concatenates its forward and
   backward outputs [B, T, 2H] as the next layer's input. Dropout (with `rng`, i.e. in
   training) applies to the inputs of layers 2.., never to the recurrent connections
-  (Zaremba et al. 2014).
+  (Zaremba et al. 2014). `first_xw_TxBxGH`: the first layer's input projection, already
+  computed (`embed_projected`; unidirectional stacks), in place of x_BxTxD.
   """
   num_layers = len(params)
+  if first_xw_TxBxGH is not None and len(params[layer_name(0)]) > 1:
+    raise ValueError("first_xw_TxBxGH is for unidirectional stacks")
   if carry is None:
-    carry = zero_stack_carry(cell, params, x_BxTxD.shape[0])
-  mask_BxT = None if lengths_B is None else length_mask(lengths_B, x_BxTxD.shape[1])
+    B = x_BxTxD.shape[0] if first_xw_TxBxGH is None else first_xw_TxBxGH.shape[1]
+    carry = zero_stack_carry(cell, params, B)
+  T = x_BxTxD.shape[1] if first_xw_TxBxGH is None else first_xw_TxBxGH.shape[0]
+  mask_BxT = None if lengths_B is None else length_mask(lengths_B, T)
   new_carry = {}
   for layer in range(num_layers):
     name = layer_name(layer)
@@ -301,8 +319,9 @@ def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
     for direction in _directions(params[name]):
       p = params[name][direction]
       if direction == "forward":
-        layer_carry[direction], h = run_layer(cell, p, x_BxTxD, carry[name][direction],
-                                              mask_BxT, unroll)
+        layer_carry[direction], h = run_layer(
+            cell, p, x_BxTxD, carry[name][direction], mask_BxT, unroll,
+            xw_TxBxGH=first_xw_TxBxGH if layer == 0 else None)
       else:  # backward: read each sequence reversed within its length, then flip back
         if lengths_B is None:
           lengths_B = jnp.full(x_BxTxD.shape[:1], x_BxTxD.shape[1])

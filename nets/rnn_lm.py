@@ -83,10 +83,16 @@ def build(config: Config, data_info, cell: str = CELL) -> RecurrentNetwork:
     tokens_BxT = batch["tokens"]
     carry = None if not model_state else model_state["carry"]
     stack_rng, output_rng = jax.random.split(rng) if train else (None, None)
-    x_BxTxE = jnp.take(params["embed"]["embedding"], tokens_BxT, axis=0)
+    table = params["embed"]["embedding"]
+    x_BxTxE, first_xw = None, None
+    if table.shape[0] < tokens_BxT.size:  # fewer characters than positions
+      first_xw = recurrent.embed_projected(
+          table, params["rnn"][recurrent.layer_name(0)]["forward"], tokens_BxT)
+    else:
+      x_BxTxE = jnp.take(table, tokens_BxT, axis=0)
     carry, h_BxTxH = recurrent.run_stack(rnn_cell, params["rnn"], x_BxTxE, carry=carry,
                                          dropout_rate=config.dropout, rng=stack_rng,
-                                         unroll=config.unroll)
+                                         unroll=config.unroll, first_xw_TxBxGH=first_xw)
     h_BxTxH = recurrent.dropout(h_BxTxH, config.dropout, output_rng)
     logits_BxTxV = h_BxTxH @ params["output"]["kernel"] + params["output"]["bias"]
     return logits_BxTxV, {"carry": carry}

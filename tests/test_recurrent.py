@@ -109,6 +109,31 @@ def test_bptt_reverse_scan_equals_autodiff_of_the_scan(cell_name, masked):
                grad(params, x, carry0, True), grad(params, x, carry0, False))
 
 
+@pytest.mark.parametrize("cell_name", ["elman", "lstm"])
+def test_embedding_table_projected_once_equals_projecting_each_position(cell_name):
+  """embed_projected: (E W)[y] in place of E[y] W gives the stack's outputs, final carry
+  and gradients (table, kernels) of the plain path."""
+  cell = recurrent.CELLS[cell_name]
+  V, E = 7, 5
+  params = {"table": jax.random.normal(jax.random.PRNGKey(0), (V, E)),
+            "rnn": recurrent.init_stack(cell, jax.random.PRNGKey(1), E, H, num_layers=2)}
+  tokens = jax.random.randint(jax.random.PRNGKey(2), (B, T), 0, V)
+
+  def loss(params, projected):
+    first = recurrent.embed_projected(params["table"], params["rnn"]["layer0"]["forward"],
+                                      tokens) if projected else None
+    x = None if projected else jnp.take(params["table"], tokens, axis=0)
+    carry, h = recurrent.run_stack(cell, params["rnn"], x, first_xw_TxBxGH=first)
+    return jnp.sum(jnp.sin(h)) + jnp.sum(jnp.cos(carry["layer1"]["forward"]["h"])), h
+
+  (value, h), grads = jax.value_and_grad(loss, has_aux=True)(params, True)
+  (value_ref, h_ref), grads_ref = jax.value_and_grad(loss, has_aux=True)(params, False)
+  np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               grads, grads_ref)
+
+
 def test_elman_gradients_vanish_faster_than_lstm():
   """The lectures' argument: through tanh(Uh) the gradient shrinks by a factor per step;
   the LSTM's additive cell path (forget gate near 1) loses much less."""
