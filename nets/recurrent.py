@@ -254,7 +254,7 @@ def embed_projected(table_VxE, params: Params, tokens_BxT):
   table projected once: (E W)[y] = E[y] W. When the vocabulary is smaller than the batch's
   positions (characters: 65 rows against 32 x 128), the [V, E] x [E, G*H] matmul and a
   gather replace the [B*T, E] x [E, G*H] one, and the gradient is a scatter-add into V
-  rows (char LM step: the first layer's projection and its gradient 23 -> 2 ms)."""
+  rows (char LM shapes, in isolation: forward + backward 17.7 -> 1.5 ms)."""
   return jnp.take(table_VxE @ params["input"]["kernel"], tokens_BxT.T, axis=0)
 
 

@@ -3,7 +3,7 @@
 
 jaxlib 0.10 sends convolutions and reductions on the CPU through YNNPACK fusions; for
 the shapes here they were slower than XLA's own kernels (LeNet step 84 -> 58 ms, text
-CNN 72 -> 61 ms, same process, back to back). Keeping YNNPACK for plain dots only was as
+CNN 72 -> 61 ms, one run each, back to back). Keeping YNNPACK for plain dots only was as
 fast or faster on every benchmark case.
 
 Applied only to the jaxlib series it was measured on (XLA aborts on flags it does not
