@@ -35,15 +35,24 @@ RUNS = {
 }
 
 
+def run_command(module: str, *flags) -> str:
+  """Runs `python -m module flags` from the repository; its stdout."""
+  result = subprocess.run([sys.executable, "-m", module, *flags], cwd=REPO,
+                          env=dict(os.environ), capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout
+
+
+def train(workdir, flags) -> None:
+  run_command("experiments.train", *flags, f"--workdir={workdir}", "--progress=false",
+              "--tensorboard=false")
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_readme_accuracy(name, tmp_path):
   flags, metric, op, target = RUNS[name]
   workdir = tmp_path / name
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.train", *flags, f"--workdir={workdir}",
-       "--progress=false", "--tensorboard=false"],
-      cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr[-2000:]
+  train(workdir, flags)
   value = json.loads((workdir / "summary.json").read_text())[metric]
   assert (value >= target) if op == ">=" else (value <= target), (metric, value, target)
 
@@ -52,18 +61,10 @@ def test_readme_seq2seq_bleu(tmp_path):
   """Multi30k de->en: greedy sacreBLEU on test2016 of the validation-selected checkpoint
   >= 28.3 (the attention model of the PyTorch seq2seq tutorial)."""
   workdir = tmp_path / "seq2seq"
-  flags = ["--model=seq2seq", "--hidden_size=256", "--decoder_size=256",
-           "--attention_size=256", "--dropout=0.3", "--num_epochs=8"]
-  train = subprocess.run(
-      [sys.executable, "-m", "experiments.train", *flags, f"--workdir={workdir}",
-       "--progress=false", "--tensorboard=false"],
-      cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
-  assert train.returncode == 0, train.stderr[-2000:]
+  train(workdir, ["--model=seq2seq", "--hidden_size=256", "--decoder_size=256",
+                  "--attention_size=256", "--dropout=0.3", "--num_epochs=8"])
   multi30k = os.path.join(shared_data_dir(), "multi30k")
-  evaluate = subprocess.run(
-      [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
-       f"--test_src_file={multi30k}/test_2016_flickr.de.gz",
-       f"--test_tgt_file={multi30k}/test_2016_flickr.en.gz"],
-      cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
-  assert evaluate.returncode == 0, evaluate.stderr[-2000:]
-  assert json.loads(evaluate.stdout.strip().splitlines()[-1])["bleu"] >= 28.3
+  out = run_command("experiments.evaluate", f"--workdir={workdir}",
+                    f"--test_src_file={multi30k}/test_2016_flickr.de.gz",
+                    f"--test_tgt_file={multi30k}/test_2016_flickr.en.gz")
+  assert json.loads(out.strip().splitlines()[-1])["bleu"] >= 28.3
