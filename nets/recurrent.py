@@ -7,13 +7,15 @@ and the recurrence h_{t-1} U (one fused [H, G*H] matmul for all G gates), which 
 the scan body has to do.
 
 Backpropagation through time is a reverse scan of its own (`jax.custom_vjp`, the lectures'
-derivation): per step, the cell's elementwise part is differentiated (recomputed from the
-stored carry and h_{t-1} U) and dh_{t-1} += dz_t U^T; the recurrent kernel's gradient
-sum_t h_{t-1}^T dz_t is then one [H, T*B] x [T*B, G*H] matmul after the scan, where
-autodiff of the scan accumulates it step by step and stores ~2x the residuals. The input
-bias is added inside the step (with the gates' elementwise work), so its gradient is a
-per-step sum over the batch there: as `x W + b` before the scan, XLA:CPU spent a separate
-pass on the add and ~16 ms per LSTM layer on the [T*B, G*H] reduction of its gradient.
+derivation): per step, the cell's elementwise part is differentiated (by jax.vjp,
+recomputed from the stored carry and h_{t-1} U; the LSTM's by hand, from local
+derivatives its forward step kept, `Cell.update_vjp`) and dh_{t-1} += dz_t U^T; the
+recurrent kernel's gradient sum_t h_{t-1}^T dz_t is then one [H, T*B] x [T*B, G*H]
+matmul after the scan, where autodiff of the scan accumulates it step by step and stores
+~2x the residuals. The input bias is added inside the step (with the gates' elementwise
+work), so its gradient is a per-step sum over the batch there: as `x W + b` before the
+scan, XLA:CPU spent a separate pass on the add and ~16 ms per LSTM layer on the
+[T*B, G*H] reduction of its gradient.
 
 Parameters of a cell (Flax Dense naming, so weight penalties see the `kernel`s):
   {"input": {"kernel": [D, G*H], "bias": [G*H]}, "recurrent": {"kernel": [H, G*H]}}
@@ -58,6 +60,14 @@ class Cell:
   bias_init: dict = dataclasses.field(default_factory=dict)  # gate -> constant bias
   # Bias on the recurrent projection (GRU: b_hn sits inside r * (h U_n + b_hn)), [H].
   recurrent_bias: bool = False
+  # Optional hand-written derivative, as a pair. `update_fwd`: (rec, carry, xw_t, hu_t) ->
+  # (carry, h_t, residual), `update` plus what the derivative needs; `update_vjp`: (rec,
+  # residual, d_new_carry, dh_t) -> (dxw_t, dhu_t or None when it equals dxw_t, d_carry,
+  # d_rec); the step's starting carry is not kept for it. Without them BPTT keeps the
+  # carry and h_{t-1} U and differentiates `update` with jax.vjp (the LSTM's written-out
+  # form is faster: README "Performance").
+  update_fwd: Callable | None = None
+  update_vjp: Callable | None = None
 
   @property
   def num_gates(self) -> int:
@@ -96,6 +106,11 @@ def project_inputs(params: Params, x_xD):
   return x_xD @ params["input"]["kernel"] + params["input"]["bias"]
 
 
+def _gate_blocks(z_BxGH, num_gates: int):
+  """[B, G*H] -> [B, G, H]: gate k is block [:, k]."""
+  return z_BxGH.reshape(z_BxGH.shape[0], num_gates, -1)
+
+
 def elman_update(rec: Params, carry: Carry, xw_BxH, hu_BxH):
   """Elman (1990): h_t = tanh(x_t W + b + h_{t-1} U)."""
   del rec, carry
@@ -103,24 +118,61 @@ def elman_update(rec: Params, carry: Carry, xw_BxH, hu_BxH):
   return {"h": h}, h
 
 
-def lstm_update(rec: Params, carry: Carry, xw_Bx4H, hu_Bx4H):
+# The LSTM's gate pre-activations scaled so that one tanh gives every gate:
+# sigmoid(z) = (tanh(z / 2) + 1) / 2 for i, f, o; tanh(z) for g. Order i, f, g, o.
+_LSTM_TANH_SCALE = np.array([0.5, 0.5, 1.0, 0.5], np.float32)[:, None]
+
+
+def lstm_update_fwd(rec: Params, carry: Carry, xw_Bx4H, hu_Bx4H):
   """LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates i, f, g, o from one
-  fused matmul; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)."""
+  fused matmul; c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t).
+
+  Gates are blocks of a [B, 4, H] view, not slices of the last axis: XLA:CPU vectorizes
+  along the minor axis, and slicing across it made the step's elementwise work ~3x slower.
+  Residual for `lstm_update_vjp`: every local derivative the backward step needs, computed
+  here where the gates are at hand, so that the reverse scan does no transcendental work
+  (XLA:CPU left that scan's elementwise fusions unvectorized when they recomputed gates).
+  """
   del rec
-  i, f, g, o = jnp.split(xw_Bx4H + hu_Bx4H, 4, axis=-1)
-  c = jax.nn.sigmoid(f) * carry["c"] + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return {"c": c, "h": h}, h
+  a_Bx4xH = jnp.tanh(_gate_blocks(xw_Bx4H + hu_Bx4H, 4) * _LSTM_TANH_SCALE)
+  sig_Bx4xH = 0.5 * a_Bx4xH + 0.5
+  i, f, g, o = sig_Bx4xH[:, 0], sig_Bx4xH[:, 1], a_Bx4xH[:, 2], sig_Bx4xH[:, 3]
+  c = f * carry["c"] + i * g
+  tanh_c = jnp.tanh(c)
+  h = o * tanh_c
+  # One [B, 6, H] array (one stacked output of the scan): dz = [dc, dc, dc, dh] * dz/dgate
+  # for i, f, g, o, with dc = dc_t + dh * dc/dh; and dc_{t-1} = dc * f.
+  residual_Bx6xH = jnp.stack([g * i * (1.0 - i), carry["c"] * f * (1.0 - f),
+                              i * (1.0 - g * g), tanh_c * o * (1.0 - o),
+                              o * (1.0 - tanh_c * tanh_c), f], axis=1)
+  return {"c": c, "h": h}, h, residual_Bx6xH
+
+
+def lstm_update(rec: Params, carry: Carry, xw_Bx4H, hu_Bx4H):
+  """`lstm_update_fwd` without the residual (XLA drops the unused work)."""
+  return lstm_update_fwd(rec, carry, xw_Bx4H, hu_Bx4H)[:2]
+
+
+def lstm_update_vjp(rec: Params, residual, d_new_carry: Carry, dh_BxH):
+  """`lstm_update`'s derivative, from the local derivatives `lstm_update_fwd` kept: with
+  dh = dh_t (carry) + dh_t (output), dc = dc_t + dh o (1 - tanh(c_t)^2); dz for gates
+  i, f, g from dc and for o from dh; dc_{t-1} = dc f. z = xw + hu, so dxw = dhu = dz."""
+  del rec
+  dh = d_new_carry["h"] + dh_BxH
+  dc = d_new_carry["c"] + dh * residual[:, 4]
+  dz_Bx4xH = jnp.stack([dc * residual[:, 0], dc * residual[:, 1], dc * residual[:, 2],
+                        dh * residual[:, 3]], axis=1)
+  dz_Bx4H = dz_Bx4xH.reshape(dz_Bx4xH.shape[0], -1)
+  return dz_Bx4H, None, {"c": dc * residual[:, 5], "h": jnp.zeros_like(dh)}, {}
 
 
 def gru_update(rec: Params, carry: Carry, xw_Bx3H, hu_Bx3H):
   """GRU (Cho et al. 2014) as Flax's nn.GRUCell: gates r, z and candidate n from one fused
   matmul h_{t-1} U; n = tanh(x W_n + b_n + r * (h U_n + b_hn)), h_t = (1-z) n + z h_{t-1}."""
-  x_r, x_z, x_n = jnp.split(xw_Bx3H, 3, axis=-1)
-  h_r, h_z, h_n = jnp.split(hu_Bx3H, 3, axis=-1)
-  r = jax.nn.sigmoid(x_r + h_r)
-  z = jax.nn.sigmoid(x_z + h_z)
-  n = jnp.tanh(x_n + r * (h_n + rec["bias"]))
+  xw_Bx3xH, hu_Bx3xH = _gate_blocks(xw_Bx3H, 3), _gate_blocks(hu_Bx3H, 3)
+  rz_Bx2xH = jax.nn.sigmoid(xw_Bx3xH[:, :2] + hu_Bx3xH[:, :2])  # blocks: see lstm_update_fwd
+  r, z = rz_Bx2xH[:, 0], rz_Bx2xH[:, 1]
+  n = jnp.tanh(xw_Bx3xH[:, 2] + r * (hu_Bx3xH[:, 2] + rec["bias"]))
   h = (1.0 - z) * n + z * carry["h"]
   return {"h": h}, h
 
@@ -128,7 +180,7 @@ def gru_update(rec: Params, carry: Carry, xw_Bx3H, hu_Bx3H):
 ELMAN = Cell("elman", gates=("h",), carry_keys=("h",), update=elman_update)
 # Forget bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
 LSTM = Cell("lstm", gates=("i", "f", "g", "o"), carry_keys=("c", "h"), update=lstm_update,
-            bias_init={"f": 1.0})
+            bias_init={"f": 1.0}, update_fwd=lstm_update_fwd, update_vjp=lstm_update_vjp)
 GRU = Cell("gru", gates=("r", "z", "n"), carry_keys=("h",), update=gru_update,
            recurrent_bias=True)
 CELLS = {"elman": ELMAN, "lstm": LSTM, "gru": GRU}
@@ -189,24 +241,49 @@ def _split_step_params(params: Params):
                          "recurrent": {k: v for k, v in rec.items() if k != "kernel"}}
 
 
-def _masked_update(cell: Cell, masked: bool, rest, carry, xw_BxGH, hu_BxGH, valid_B):
-  new_carry, h_BxH = cell.update(rest["recurrent"], carry, xw_BxGH + rest["input_bias"],
-                                 hu_BxGH)
-  if not masked:
-    return new_carry, h_BxH
-  valid_Bx1 = valid_B[:, None]
-  new_carry = jax.tree.map(lambda new, old: jnp.where(valid_Bx1, new, old), new_carry, carry)
-  return new_carry, jnp.where(valid_Bx1, h_BxH, 0.0)
+def _masked_update(cell: Cell, masked: bool, rest, carry, xw_BxGH, hu_BxGH, valid_B,
+                   residual: bool = False):
+  """The cell's step on valid rows; (carry, h_t) or, with `residual`, (carry, h_t, what
+  backpropagation keeps of the step: `cell.update_fwd`'s residual, else h_{t-1} U)."""
+  xw_BxGH = xw_BxGH + rest["input_bias"]
+  if residual and cell.update_fwd is not None:
+    new_carry, h_BxH, res = cell.update_fwd(rest["recurrent"], carry, xw_BxGH, hu_BxGH)
+  else:
+    (new_carry, h_BxH), res = cell.update(rest["recurrent"], carry, xw_BxGH, hu_BxGH), hu_BxGH
+  if masked:
+    valid_Bx1 = valid_B[:, None]
+    new_carry = jax.tree.map(lambda new, old: jnp.where(valid_Bx1, new, old), new_carry,
+                             carry)
+    h_BxH = jnp.where(valid_Bx1, h_BxH, 0.0)
+  return (new_carry, h_BxH, res) if residual else (new_carry, h_BxH)
+
+
+def _masked_update_vjp(cell: Cell, masked: bool, rest, res, valid_B, d_new_carry, dh_BxH):
+  """`_masked_update`'s derivative from `cell.update_vjp`: a step outside a sequence's
+  length passes the carry's cotangent through and receives none itself."""
+  if masked:
+    valid_Bx1 = valid_B[:, None]
+    d_kept = jax.tree.map(lambda d: jnp.where(valid_Bx1, 0.0, d), d_new_carry)
+    d_new_carry = jax.tree.map(lambda d: jnp.where(valid_Bx1, d, 0.0), d_new_carry)
+    dh_BxH = jnp.where(valid_Bx1, dh_BxH, 0.0)
+  dxw, dhu, d_carry, d_rec = cell.update_vjp(rest["recurrent"], res, d_new_carry, dh_BxH)
+  if masked:
+    d_carry = jax.tree.map(jnp.add, d_carry, d_kept)
+  return dxw, dhu, d_carry, {"input_bias": jnp.sum(dxw, axis=0), "recurrent": d_rec}
 
 
 def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False):
   """The forward scan: (final carry, h [T, B, H]); with `residuals`, per step also the
-  carry it started from and h_{t-1} U, which backpropagation needs."""
+  step's residual (`_masked_update`) and, for the generic derivative, the carry it started
+  from."""
+  keep_carry = cell.update_vjp is None
   def step(carry, inputs):
     xw_BxGH, valid_B = inputs
     hu_BxGH = carry["h"] @ kernel
-    new_carry, h_BxH = _masked_update(cell, masked, rest, carry, xw_BxGH, hu_BxGH, valid_B)
-    return new_carry, ((h_BxH, carry, hu_BxGH) if residuals else h_BxH)
+    out = _masked_update(cell, masked, rest, carry, xw_BxGH, hu_BxGH, valid_B, residuals)
+    if not residuals:
+      return out[0], out[1]
+    return out[0], (out[1], carry if keep_carry else None, out[2])
   return jax.lax.scan(step, carry, (xw_TxBxGH, valid_TxB), unroll=unroll)
 
 
@@ -219,29 +296,45 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
     return _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB)
 
   def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
-    final, (h_TxBxH, prev_TxB, hu_TxBxGH) = _scan(
+    final, (h_TxBxH, prev_TxB, res_TxB) = _scan(
         cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
-    return (final, h_TxBxH), (kernel, rest, xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH)
+    if cell.update_vjp is None:  # recomputes each step from x_t W and its starting carry
+      prev_h_TxBxH = prev_TxB["h"]
+    else:  # h_{t-1} for U's gradient is the outputs shifted by one step (under a length
+      # mask an output is zeroed where the carry is kept, but only at steps after the last
+      # valid one, whose dz is zero); x_t W is not needed.
+      prev_h_TxBxH = jnp.concatenate([carry["h"][None], h_TxBxH[:-1]])
+      xw_TxBxGH = None
+    return (final, h_TxBxH), (kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB,
+                              prev_h_TxBxH)
 
   def backward(residuals, cotangents):
-    kernel, rest, xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH = residuals
+    kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB, prev_h_TxBxH = residuals
     d_final, dh_TxBxH = cotangents
     kernel_T = kernel.T
 
     def step(state, inputs):
       d_carry, d_rest = state
-      xw_BxGH, valid_B, prev, hu_BxGH, dh_BxH = inputs
-      _, vjp = jax.vjp(
-          lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu, valid_B),
-          xw_BxGH, hu_BxGH, prev, rest)
-      dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = vjp((d_carry, dh_BxH))
-      d_prev = dict(d_prev, h=d_prev["h"] + dhu_BxGH @ kernel_T)
+      xw_BxGH, valid_B, prev, res, dh_BxH = inputs  # xw, prev: None with update_vjp
+      if cell.update_vjp is None:
+        _, vjp = jax.vjp(
+            lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu,
+                                                      valid_B),
+            xw_BxGH, res, prev, rest)
+        dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = vjp((d_carry, dh_BxH))
+      else:
+        dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = _masked_update_vjp(
+            cell, masked, rest, res, valid_B, d_carry, dh_BxH)
+      d_prev = dict(d_prev, h=d_prev["h"] + (dxw_BxGH if dhu_BxGH is None else dhu_BxGH)
+                    @ kernel_T)
       return (d_prev, jax.tree.map(jnp.add, d_rest, d_rest_t)), (dxw_BxGH, dhu_BxGH)
 
     (d_carry, d_rest), (dxw_TxBxGH, dhu_TxBxGH) = jax.lax.scan(
         step, (d_final, jax.tree.map(jnp.zeros_like, rest)),
-        (xw_TxBxGH, valid_TxB, prev_TxB, hu_TxBxGH, dh_TxBxH), reverse=True, unroll=unroll)
-    d_kernel = jnp.einsum("tbh,tbg->hg", prev_TxB["h"], dhu_TxBxGH)
+        (xw_TxBxGH, valid_TxB, prev_TxB, res_TxB, dh_TxBxH), reverse=True, unroll=unroll)
+    if dhu_TxBxGH is None:
+      dhu_TxBxGH = dxw_TxBxGH
+    d_kernel = jnp.einsum("tbh,tbg->hg", prev_h_TxBxH, dhu_TxBxGH)
     d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
     return d_kernel, d_rest, d_carry, dxw_TxBxGH, d_valid
 
@@ -255,7 +348,9 @@ def embed_projected(table_VxE, params: Params, tokens_BxT):
   positions (characters: 65 rows against 32 x 128), the [V, E] x [E, G*H] matmul and a
   gather replace the [B*T, E] x [E, G*H] one, and the gradient is a scatter-add into V
   rows (char LM shapes, in isolation: forward + backward 17.7 -> 1.5 ms)."""
-  return jnp.take(table_VxE @ params["input"]["kernel"], tokens_BxT.T, axis=0)
+  # Token ids are the vocabulary's, so "clip" (XLA's own gather semantics) changes none;
+  # the default "fill" cost a [T, B, G*H] select.
+  return jnp.take(table_VxE @ params["input"]["kernel"], tokens_BxT.T, axis=0, mode="clip")
 
 
 def layer_name(index: int) -> str:
