@@ -69,6 +69,14 @@ class Cell:
   update_fwd: Callable | None = None
   update_vjp: Callable | None = None
 
+  def __post_init__(self):
+    if (self.update_fwd is None) != (self.update_vjp is None):
+      raise ValueError(f"cell {self.name}: update_fwd and update_vjp come as a pair")
+
+  @property
+  def hand_written_vjp(self) -> bool:
+    return self.update_vjp is not None
+
   @property
   def num_gates(self) -> int:
     return len(self.gates)
@@ -246,7 +254,7 @@ def _masked_update(cell: Cell, masked: bool, rest, carry, xw_BxGH, hu_BxGH, vali
   """The cell's step on valid rows; (carry, h_t) or, with `residual`, (carry, h_t, what
   backpropagation keeps of the step: `cell.update_fwd`'s residual, else h_{t-1} U)."""
   xw_BxGH = xw_BxGH + rest["input_bias"]
-  if residual and cell.update_fwd is not None:
+  if residual and cell.hand_written_vjp:
     new_carry, h_BxH, res = cell.update_fwd(rest["recurrent"], carry, xw_BxGH, hu_BxGH)
   else:
     (new_carry, h_BxH), res = cell.update(rest["recurrent"], carry, xw_BxGH, hu_BxGH), hu_BxGH
@@ -276,7 +284,7 @@ def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, resid
   """The forward scan: (final carry, h [T, B, H]); with `residuals`, per step also the
   step's residual (`_masked_update`) and, for the generic derivative, the carry it started
   from."""
-  keep_carry = cell.update_vjp is None
+  keep_carry = not cell.hand_written_vjp
   def step(carry, inputs):
     xw_BxGH, valid_B = inputs
     hu_BxGH = carry["h"] @ kernel
@@ -298,8 +306,8 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
   def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
     final, (h_TxBxH, prev_TxB, res_TxB) = _scan(
         cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
-    if cell.update_vjp is None:  # recomputes each step from x_t W and its starting carry
-      prev_h_TxBxH = prev_TxB["h"]
+    if not cell.hand_written_vjp:  # recomputes each step from x_t W and its starting carry
+      prev_h_TxBxH = prev_TxB["h"]  # the same buffer, not a copy
     else:  # h_{t-1} for U's gradient is the outputs shifted by one step (under a length
       # mask an output is zeroed where the carry is kept, but only at steps after the last
       # valid one, whose dz is zero); x_t W is not needed.
@@ -316,7 +324,7 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
     def step(state, inputs):
       d_carry, d_rest = state
       xw_BxGH, valid_B, prev, res, dh_BxH = inputs  # xw, prev: None with update_vjp
-      if cell.update_vjp is None:
+      if not cell.hand_written_vjp:
         _, vjp = jax.vjp(
             lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu,
                                                       valid_B),

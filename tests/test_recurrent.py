@@ -244,3 +244,9 @@ def test_shared_option_names_are_one_flag_with_one_default():
       default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
       key = (type(default), default, f.metadata["help"])
       assert seen.setdefault(f.name, key) == key, f.name
+
+
+def test_hand_written_derivative_comes_as_a_pair():
+  with pytest.raises(ValueError, match="pair"):
+    recurrent.Cell("half", gates=("h",), carry_keys=("h",), update=recurrent.elman_update,
+                   update_fwd=recurrent.lstm_update_fwd)
