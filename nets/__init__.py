@@ -3,3 +3,4 @@
 from nets import xla_defaults as _xla_defaults
 
 _xla_defaults.apply()  # before any JAX computation starts the backend
+_xla_defaults.keep_heap()

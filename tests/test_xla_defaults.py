@@ -38,3 +38,20 @@ def test_opt_out_and_other_jaxlib_series_add_nothing(monkeypatch, env, series):
                       lambda: series or xla_defaults.MEASURED_JAXLIB)
   assert xla_defaults.apply() == []
   assert "XLA_FLAGS" not in os.environ
+
+
+def test_keep_heap_sets_glibc_malloc_and_can_be_turned_off(monkeypatch):
+  monkeypatch.delenv("NETS_XLA_DEFAULTS", raising=False)
+  monkeypatch.delenv("NETS_KEEP_HEAP", raising=False)
+  import platform
+  if platform.libc_ver()[0] != "glibc":
+    pytest.skip("glibc malloc only")
+  assert xla_defaults.keep_heap()  # `import nets` already did; setting it again is harmless
+  monkeypatch.setenv("NETS_KEEP_HEAP", "0")
+  assert not xla_defaults.keep_heap()
+
+
+def test_keep_heap_does_nothing_without_glibc(monkeypatch):
+  monkeypatch.delenv("NETS_KEEP_HEAP", raising=False)
+  monkeypatch.setattr(xla_defaults.platform, "libc_ver", lambda: ("musl", "1.2"))
+  assert not xla_defaults.keep_heap()
