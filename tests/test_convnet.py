@@ -127,6 +127,22 @@ def test_output_size_formula_matches_the_layer(W, F, P, S):
   assert same.apply(same.init(jax.random.PRNGKey(0), x), x).shape[1] == -(-W // S)
 
 
+@pytest.mark.parametrize("padding,stride", [("valid", 1), ("same", 2), ("2", 1), ("1", 3)])
+def test_patch_matmul_convolution_equals_xla_convolution(padding, stride):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 11, 9, 3)), jnp.float32)
+  layers = {impl: convnet.conv_layer(4, tiny_convnet(kernel_size=3, conv_stride=stride,
+                                                     conv_padding=padding, conv_impl=impl))
+            for impl in ("xla", "patches")}
+  params = layers["xla"].init(jax.random.PRNGKey(0), x)
+  outs = {impl: jax.value_and_grad(lambda p, x: jnp.sum(jnp.tanh(layer.apply(p, x))),
+                                   argnums=(0, 1))(params, x)
+          for impl, layer in layers.items()}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               outs["xla"], outs["patches"])
+  assert layers["patches"].init(jax.random.PRNGKey(0), x)["params"]["kernel"].shape == (
+      3, 3, 3, 4)
+
+
 def test_network_too_deep_for_the_image_is_a_config_error():
   with pytest.raises(ConfigError, match="shrink to"):
     convnet.build(tiny_convnet(channels=(4, 4, 4, 4)), data_info((14, 14, 1)))
