@@ -117,8 +117,8 @@ class Conv(nn.Module):
   convolution or as one matmul over the input's patches (`--conv_impl`).
 
   On the CPU the patch matmul goes to YNNPACK's dot, faster than XLA's convolution for
-  LeNet's second layer (5x5x16 patches: step 53 -> 46 ms with the first layer left to
-  XLA, whose 25-long patches made a slow skinny matmul: 49 ms with both as patches). It
+  LeNet's second layer (5x5x16 patches: step ~52 -> ~47 ms with the first layer left to
+  XLA; its 25-long patches made a slow skinny matmul, 49 ms with both as patches). It
   holds kh * kw copies of the input, so "auto" uses it on the CPU only."""
 
   features: int

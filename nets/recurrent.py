@@ -63,9 +63,9 @@ class Cell:
   # Optional hand-written derivative, as a pair. `update_fwd`: (rec, carry, xw_t, hu_t) ->
   # (carry, h_t, residual), `update` plus what the derivative needs (any pytree);
   # `update_vjp`: (rec, residual, d_new_carry, dh_t) -> (dxw_t, dhu_t or None when it
-  # equals dxw_t, d_carry, d_rec); the step's starting carry is not kept for it. Without them BPTT keeps the
-  # carry and h_{t-1} U and differentiates `update` with jax.vjp (the LSTM's written-out
-  # form is faster: README "Performance").
+  # equals dxw_t, d_carry, d_rec); the step's starting carry is not kept for it. Without
+  # them BPTT keeps the carry and h_{t-1} U and differentiates `update` with jax.vjp (the
+  # LSTM's written-out form is faster: README "Performance").
   update_fwd: Callable | None = None
   update_vjp: Callable | None = None
 

@@ -16,7 +16,7 @@ step's temporaries afresh on every execution (~110 MB for the LSTM LM benchmark 
 from its own threads; glibc serves each such block with a new mmap() and unmaps it on
 free, so every step page-faulted its whole working set again (29,000 faults per lstm_lm
 step). With one arena, no mmap and no trimming the pages are reused: 1,500 faults per
-step and ~15% off the step (README "Performance"). The cost: the process keeps its peak
+step and ~15% off the LSTM LM step (README "Performance"). The cost: the process keeps its peak
 heap, as a caching allocator does. NETS_KEEP_HEAP=0 (or NETS_XLA_DEFAULTS=0) turns it off.
 """
 
