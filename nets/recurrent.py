@@ -62,10 +62,11 @@ class Cell:
   recurrent_bias: bool = False
   # Optional hand-written derivative, as a pair. `update_fwd`: (rec, carry, xw_t, hu_t) ->
   # (carry, h_t, residual), `update` plus what the derivative needs (any pytree);
-  # `update_vjp`: (rec, residual, d_new_carry, dh_t) -> (dxw_t, dhu_t or None when it
-  # equals dxw_t, d_carry, d_rec); the step's starting carry is not kept for it. Without
-  # them BPTT keeps the carry and h_{t-1} U and differentiates `update` with jax.vjp (the
-  # LSTM's written-out form is faster: README "Performance").
+  # `update_vjp`: (rec, residual, d_new_carry, dh_t) -> (dz_t, d_carry, d_rec), for cells
+  # whose gates see z = x_t W + b + h_{t-1} U, so that dz is both x_t W's and h_{t-1} U's
+  # cotangent (not the GRU's, whose r gates h U_n); the step's starting carry is not kept
+  # for it. Without them BPTT keeps the carry and h_{t-1} U and differentiates `update`
+  # with jax.vjp (the LSTM's written-out form is faster: README "Performance").
   update_fwd: Callable | None = None
   update_vjp: Callable | None = None
 
@@ -168,7 +169,7 @@ _IS_O_GATE = np.array([False, False, False, True])[:, None]
 def lstm_update_vjp(rec: Params, residual, d_new_carry: Carry, dh_BxH):
   """`lstm_update`'s derivative, from the local derivatives `lstm_update_fwd` kept: with
   dh = dh_t (carry) + dh_t (output), dc = dc_t + dh o (1 - tanh(c_t)^2); dz for gates
-  i, f, g from dc and for o from dh; dc_{t-1} = dc f. z = xw + hu, so dxw = dhu = dz."""
+  i, f, g from dc and for o from dh; dc_{t-1} = dc f. dz is z = xw + hu's cotangent."""
   del rec
   dh = d_new_carry["h"] + dh_BxH
   dz_dgate_Bx4xH, dc_dh, f = residual
@@ -176,7 +177,7 @@ def lstm_update_vjp(rec: Params, residual, d_new_carry: Carry, dh_BxH):
   # A select, not a stack of four products: the stack's concatenate was a scalar loop.
   dz_Bx4xH = jnp.where(_IS_O_GATE, dh[:, None], dc[:, None]) * dz_dgate_Bx4xH
   dz_Bx4H = dz_Bx4xH.reshape(dz_Bx4xH.shape[0], -1)
-  return dz_Bx4H, None, {"c": dc * f, "h": jnp.zeros_like(dh)}, {}
+  return dz_Bx4H, {"c": dc * f, "h": jnp.zeros_like(dh)}, {}
 
 
 def gru_update(rec: Params, carry: Carry, xw_Bx3H, hu_Bx3H):
@@ -279,10 +280,10 @@ def _masked_update_vjp(cell: Cell, masked: bool, rest, res, valid_B, d_new_carry
     d_kept = jax.tree.map(lambda d: jnp.where(valid_Bx1, 0.0, d), d_new_carry)
     d_new_carry = jax.tree.map(lambda d: jnp.where(valid_Bx1, d, 0.0), d_new_carry)
     dh_BxH = jnp.where(valid_Bx1, dh_BxH, 0.0)
-  dxw, dhu, d_carry, d_rec = cell.update_vjp(rest["recurrent"], res, d_new_carry, dh_BxH)
+  dz, d_carry, d_rec = cell.update_vjp(rest["recurrent"], res, d_new_carry, dh_BxH)
   if masked:
     d_carry = jax.tree.map(jnp.add, d_carry, d_kept)
-  return dxw, dhu, d_carry, {"input_bias": jnp.sum(dxw, axis=0), "recurrent": d_rec}
+  return dz, d_carry, {"input_bias": jnp.sum(dz, axis=0), "recurrent": d_rec}
 
 
 def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False):
@@ -330,25 +331,18 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
 
     def step(state, inputs):
       d_carry, d_rest = state
-      xw_BxGH, valid_B, prev, res, dh_BxH = inputs  # xw, prev: None with update_vjp
-      if not cell.hand_written_vjp:
-        _, vjp = jax.vjp(
-            lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu,
-                                                      valid_B),
-            xw_BxGH, res, prev, rest)
-        dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = vjp((d_carry, dh_BxH))
-      else:
-        dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = _masked_update_vjp(
-            cell, masked, rest, res, valid_B, d_carry, dh_BxH)
-      d_prev = dict(d_prev, h=d_prev["h"] + (dxw_BxGH if dhu_BxGH is None else dhu_BxGH)
-                    @ kernel_T)
+      xw_BxGH, valid_B, prev, hu_BxGH, dh_BxH = inputs
+      _, vjp = jax.vjp(
+          lambda xw, hu, prev, rest: _masked_update(cell, masked, rest, prev, xw, hu,
+                                                    valid_B),
+          xw_BxGH, hu_BxGH, prev, rest)
+      dxw_BxGH, dhu_BxGH, d_prev, d_rest_t = vjp((d_carry, dh_BxH))
+      d_prev = dict(d_prev, h=d_prev["h"] + dhu_BxGH @ kernel_T)
       return (d_prev, jax.tree.map(jnp.add, d_rest, d_rest_t)), (dxw_BxGH, dhu_BxGH)
 
     (d_carry, d_rest), (dxw_TxBxGH, dhu_TxBxGH) = jax.lax.scan(
         step, (d_final, jax.tree.map(jnp.zeros_like, rest)),
         (xw_TxBxGH, valid_TxB, prev_TxB, res_TxB, dh_TxBxH), reverse=True, unroll=unroll)
-    if dhu_TxBxGH is None:
-      dhu_TxBxGH = dxw_TxBxGH
     d_kernel = jnp.einsum("tbh,tbg->hg", prev_h_TxBxH, dhu_TxBxGH)
     d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
     return d_kernel, d_rest, d_carry, dxw_TxBxGH, d_valid
@@ -370,8 +364,8 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
       valid_B, res, dh_BxH = inputs
       dh_rec = dz_next.reshape(dz_next.shape[0], -1) @ kernel_T
       d_carry = dict(d_carry, h=dh_rec + d_carry["h"] if masked else dh_rec)
-      dz_BxGH, _, d_prev, d_rest_t = _masked_update_vjp(cell, masked, rest, res, valid_B,
-                                                        d_carry, dh_BxH)
+      dz_BxGH, d_prev, d_rest_t = _masked_update_vjp(cell, masked, rest, res, valid_B,
+                                                     d_carry, dh_BxH)
       if not masked:  # update_vjp's h cotangent is all in dz (zero here)
         d_prev = {k: v for k, v in d_prev.items() if k != "h"}
       dz_BxGxH = dz_BxGH.reshape(dz_next.shape)
