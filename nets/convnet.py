@@ -54,9 +54,11 @@ class Config:
   conv_stride: int = option(1, "Stride of every convolution.", low=1)
   conv_impl: str = option(
       "auto", "How convolutions are computed: xla (XLA's convolution), patches (one matmul "
-      "over the input's kh*kw*C patches; kh*kw times the memory), auto (patches on the "
-      "CPU for patches of >= 128 values, else xla). Same parameters either way.",
-      choices=("auto", "xla", "patches"))
+      "over the input's kh*kw*C patches; kh*kw times the memory), blocks (stride 1: one "
+      "matmul from each (kh+1)x(kw+1) input block to a 2x2 block of outputs, for few input "
+      "channels), auto (on the CPU patches for patches of >= 128 values, blocks for "
+      "shorter ones at stride 1, else xla). Same parameters either way.",
+      choices=("auto", "xla", "patches", "blocks"))
   conv_padding: str = option(
       "valid", "Zero padding of every convolution: valid (none: W-F+1 outputs), same "
       "(ceil(W/S) outputs) or an integer P on each side ((W-F+2P)/S+1 outputs).")
@@ -111,16 +113,22 @@ def conv_layer(features: int, config: Config, name: str | None = None) -> nn.Mod
 # A patch (kh * kw * C values) at least this long goes through `patches` under "auto".
 # Measured only at LeNet's 25 (slower as patches) and 400 (faster); 128 lies between.
 PATCHES_MIN_LENGTH = 128
+# Outputs per side of one `blocks` matmul row: 2x2 (LeNet's first layer alone, forward and
+# kernel gradient: XLA 7.6-8.5 ms, blocks of 2 4.0-5.3, of 4 4.5-5.6, of 7 9.1-10.4).
+OUTPUT_BLOCK = 2
 
 
 class Conv(nn.Module):
   """nn.Conv's function and parameters (kernel [kh, kw, C, F], bias [F]), computed by XLA's
-  convolution or as one matmul over the input's patches (`--conv_impl`).
+  convolution or by a matmul (`--conv_impl`).
 
-  On the CPU the patch matmul goes to YNNPACK's dot, faster than XLA's convolution for
-  LeNet's second layer (5x5x16 patches: step ~52 -> ~47 ms with the first layer left to
-  XLA; its 25-long patches made a slow skinny matmul, 49 ms with both as patches). It
-  holds kh * kw copies of the input, so "auto" uses it on the CPU only."""
+  On the CPU the matmuls go to YNNPACK's dot, faster than XLA's convolution for both of
+  LeNet's layers. Its second layer (5x5x16 patches) is one matmul over the input's patches
+  (step ~52 -> ~47 ms). Its first layer's 25-long patches made a slow skinny matmul (49 ms
+  with both as patches), so short patches go as `blocks`: a (kh+1)x(kw+1) input block
+  against an expanded kernel gives a 2x2 block of outputs, [B*Ho*Wo/4, 36] x [36, 4*16]
+  for LeNet, 1.4x the multiply-adds of the convolution in a shape a matmul runs well.
+  Both hold copies of the input, so "auto" uses them on the CPU only."""
 
   features: int
   kernel_size: tuple
@@ -137,18 +145,46 @@ class Conv(nn.Module):
     pads = (jax.lax.padtype_to_pads(x_BxHxWxC.shape[1:3], self.kernel_size, self.strides,
                                     self.padding)
             if isinstance(self.padding, str) else self.padding)
-    patches = self.impl == "patches" or (
-        self.impl == "auto" and kh * kw * C >= PATCHES_MIN_LENGTH
-        and jax.default_backend() == "cpu")
-    if not patches:
+    impl = self.impl
+    if impl == "auto":
+      impl = ("xla" if jax.default_backend() != "cpu"
+              else "patches" if kh * kw * C >= PATCHES_MIN_LENGTH
+              else "blocks" if self.strides == (1, 1) else "xla")
+    if impl == "blocks" and self.strides != (1, 1):
+      raise ValueError("conv_impl='blocks' is for stride 1")
+    if impl == "xla":
       y = jax.lax.conv_general_dilated(x_BxHxWxC, kernel, self.strides, pads,
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
       return y + bias
-    (sh, sw), x = self.strides, jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
+    x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
+    if impl == "blocks":
+      return _blocks_conv(x, kernel, OUTPUT_BLOCK) + bias
+    (sh, sw) = self.strides
     Ho, Wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     cols = jnp.concatenate([x[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
                             for i in range(kh) for j in range(kw)], axis=-1)
     return cols @ kernel.reshape(kh * kw * C, self.features) + bias
+
+
+def _blocks_conv(x_BxHxWxC, kernel, s: int):
+  """A valid, stride-1 convolution computed s x s outputs at a time: each (kh+s-1) x
+  (kw+s-1) input block times the kernel placed at the s*s output offsets of the block."""
+  B, H, W, C = x_BxHxWxC.shape
+  kh, kw, _, F = kernel.shape
+  Ho, Wo = H - kh + 1, W - kw + 1
+  nh, nw = -(-Ho // s), -(-Wo // s)  # output blocks; the last ones may overhang
+  bh, bw = kh + s - 1, kw + s - 1
+  x = jnp.pad(x_BxHxWxC, ((0, 0), (0, nh * s + kh - 1 - H), (0, nw * s + kw - 1 - W), (0, 0)))
+  rows = jnp.stack([x[:, i:i + s * (nh - 1) + 1:s] for i in range(bh)], axis=2)
+  blocks = jnp.stack([rows[:, :, :, j:j + s * (nw - 1) + 1:s] for j in range(bw)], axis=4)
+  blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, bh * bw * C)
+  # expanded[u, v, c, p, q, f] = kernel[u - p, v - q, c, f] where that index is inside
+  expanded = jnp.stack([jnp.stack([
+      jnp.pad(kernel, ((p, s - 1 - p), (q, s - 1 - q), (0, 0), (0, 0))) for q in range(s)],
+      axis=-2) for p in range(s)], axis=-3)
+  y = blocks @ expanded.reshape(bh * bw * C, s * s * F)
+  y = y.reshape(B, nh, nw, s, s, F).transpose(0, 1, 3, 2, 4, 5).reshape(B, nh * s, nw * s, F)
+  return y[:, :Ho, :Wo]
 
 
 def pool(x_BxHxWxC, kind: str, window: int, stride: int):
@@ -302,3 +338,6 @@ def check(cfg) -> None:
   if padding not in ("valid", "same") and not padding.isdigit():
     raise ConfigError(f"--conv_padding={padding}: must be valid, same or a non-negative "
                       "integer")
+  if mc.conv_impl == "blocks" and mc.conv_stride != 1:
+    raise ConfigError(f"--conv_impl=blocks computes stride-1 convolutions only "
+                      f"(--conv_stride={mc.conv_stride}): use --conv_impl=auto, xla or patches")

@@ -127,20 +127,31 @@ def test_output_size_formula_matches_the_layer(W, F, P, S):
   assert same.apply(same.init(jax.random.PRNGKey(0), x), x).shape[1] == -(-W // S)
 
 
-@pytest.mark.parametrize("padding,stride", [("valid", 1), ("same", 2), ("2", 1), ("1", 3)])
-def test_patch_matmul_convolution_equals_xla_convolution(padding, stride):
+@pytest.mark.parametrize("impl,padding,stride", [
+    ("patches", "valid", 1), ("patches", "same", 2), ("patches", "2", 1), ("patches", "1", 3),
+    ("blocks", "valid", 1), ("blocks", "same", 1), ("blocks", "2", 1)])
+def test_matmul_convolutions_equal_xla_convolution(impl, padding, stride):
+  # 11 x 9 inputs: odd output sizes, so the last 2x2 output blocks overhang the edge
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 11, 9, 3)), jnp.float32)
-  layers = {impl: convnet.conv_layer(4, tiny_convnet(kernel_size=3, conv_stride=stride,
-                                                     conv_padding=padding, conv_impl=impl))
-            for impl in ("xla", "patches")}
+  layers = {i: convnet.conv_layer(4, tiny_convnet(kernel_size=3, conv_stride=stride,
+                                                  conv_padding=padding, conv_impl=i))
+            for i in ("xla", impl)}
   params = layers["xla"].init(jax.random.PRNGKey(0), x)
-  outs = {impl: jax.value_and_grad(lambda p, x: jnp.sum(jnp.tanh(layer.apply(p, x))),
-                                   argnums=(0, 1))(params, x)
-          for impl, layer in layers.items()}
+  outs = {i: jax.value_and_grad(lambda p, x: jnp.sum(jnp.tanh(layer.apply(p, x))),
+                                argnums=(0, 1))(params, x)
+          for i, layer in layers.items()}
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-               outs["xla"], outs["patches"])
-  assert layers["patches"].init(jax.random.PRNGKey(0), x)["params"]["kernel"].shape == (
-      3, 3, 3, 4)
+               outs["xla"], outs[impl])
+  assert layers[impl].init(jax.random.PRNGKey(0), x)["params"]["kernel"].shape == (3, 3, 3, 4)
+
+
+def test_blocks_needs_stride_one():
+  cfg = Config(model="convnet", model_config=tiny_convnet(conv_stride=2, conv_impl="blocks"))
+  with pytest.raises(ConfigError, match="--conv_impl=blocks"):
+    convnet.check(cfg)
+  layer = convnet.conv_layer(4, cfg.model_config)
+  with pytest.raises(ValueError, match="stride 1"):
+    layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
 
 
 def test_network_too_deep_for_the_image_is_a_config_error():
