@@ -55,9 +55,9 @@ class Config:
   conv_impl: str = option(
       "auto", "How convolutions are computed: xla (XLA's convolution), patches (one matmul "
       "over the input's kh*kw*C patches; kh*kw times the memory), blocks (stride 1: one "
-      "matmul from each (kh+1)x(kw+1) input block to a 2x2 block of outputs, for few input "
-      "channels), auto (on the CPU patches for patches of >= 128 values, blocks for "
-      "shorter ones at stride 1, else xla). Same parameters either way.",
+      "matmul from each (kh+1)x(kw+1) input block to a 2x2 block of outputs), auto (on "
+      "the CPU: patches for patches of >= 128 values, blocks for one input channel at "
+      "stride 1, else xla). Same parameters either way.",
       choices=("auto", "xla", "patches", "blocks"))
   conv_padding: str = option(
       "valid", "Zero padding of every convolution: valid (none: W-F+1 outputs), same "
@@ -116,6 +116,10 @@ PATCHES_MIN_LENGTH = 128
 # Outputs per side of one `blocks` matmul row: 2x2 (LeNet's first layer alone, forward and
 # kernel gradient: XLA 7.6-8.5 ms, blocks of 2 4.0-5.3, of 4 4.5-5.6, of 7 9.1-10.4).
 OUTPUT_BLOCK = 2
+# "auto" uses `blocks` for single-channel inputs only. Forward + kernel gradient, batch 128,
+# XLA vs blocks (ms): 5x5x1->16 on 32x32 9-10 vs 4.7, 3x3x1->32 on 28x28 5-7 vs 4.9; but
+# 3x3x3->64 on 32x32 15.0 vs 18.7 and 5x5x3->32 14.6-16.3 vs 18.1-19.7.
+BLOCKS_MAX_CHANNELS = 1
 
 
 class Conv(nn.Module):
@@ -127,8 +131,9 @@ class Conv(nn.Module):
   (step ~52 -> ~47 ms). Its first layer's 25-long patches made a slow skinny matmul (49 ms
   with both as patches), so short patches go as `blocks`: a (kh+1)x(kw+1) input block
   against an expanded kernel gives a 2x2 block of outputs, [B*Ho*Wo/4, 36] x [36, 4*16]
-  for LeNet, 1.4x the multiply-adds of the convolution in a shape a matmul runs well.
-  Both hold copies of the input, so "auto" uses them on the CPU only."""
+  for LeNet, 1.4x the multiply-adds of the convolution in a shape a matmul runs well
+  (for one input channel; with three, XLA's convolution was faster). Both hold copies of
+  the input, so "auto" uses them on the CPU only."""
 
   features: int
   kernel_size: tuple
@@ -149,7 +154,8 @@ class Conv(nn.Module):
     if impl == "auto":
       impl = ("xla" if jax.default_backend() != "cpu"
               else "patches" if kh * kw * C >= PATCHES_MIN_LENGTH
-              else "blocks" if self.strides == (1, 1) else "xla")
+              else "blocks" if self.strides == (1, 1) and C <= BLOCKS_MAX_CHANNELS
+              else "xla")
     if impl == "blocks" and self.strides != (1, 1):
       raise ValueError("conv_impl='blocks' is for stride 1")
     if impl == "xla":
