@@ -56,8 +56,9 @@ class Config:
       "auto", "How convolutions are computed: xla (XLA's convolution), patches (one matmul "
       "over the input's kh*kw*C patches; kh*kw times the memory), blocks (stride 1: one "
       "matmul from each (kh+1)x(kw+1) input block to a 2x2 block of outputs), auto (on "
-      "the CPU: patches for patches of >= 128 values, blocks for one input channel at "
-      "stride 1, else xla). Same parameters either way.",
+      "the CPU at stride 1: blocks for one input channel, patches for kernels of 5x5 or "
+      "more with at least 4x as many output as input channels; else xla). Same "
+      "parameters either way.",
       choices=("auto", "xla", "patches", "blocks"))
   conv_padding: str = option(
       "valid", "Zero padding of every convolution: valid (none: W-F+1 outputs), same "
@@ -110,9 +111,15 @@ def conv_layer(features: int, config: Config, name: str | None = None) -> nn.Mod
               padding=conv_padding(config.conv_padding), impl=config.conv_impl, name=name)
 
 
-# A patch (kh * kw * C values) at least this long goes through `patches` under "auto".
-# Measured only at LeNet's 25 (slower as patches) and 400 (faster); 128 lies between.
-PATCHES_MIN_LENGTH = 128
+# Where "auto" uses `patches` (CPU, stride 1): kernels of at least this many taps, with at
+# least PATCHES_MIN_WIDENING times as many output as input channels. Forward and both
+# gradients, batch 128, XLA vs patches (ms), faster as patches: 5x5x16->128 on 14x14
+# (LeNet) 38-41 vs 33-35, 5x5x8->64 on 14x14 19-22 vs 12-13, 5x5x32->256 on 12x12 80 vs 73;
+# slower or even: every 3x3 kernel tried (16->32, 32->64, 32->128, 8->64, 16->128, 64->64,
+# 128->128, 256->256; e.g. 64->64 on 32x32 same: 189-191 vs 281-288) and 5x5x32->64 on
+# 16x16 same (64 vs 101).
+PATCHES_MIN_TAPS = 25
+PATCHES_MIN_WIDENING = 4
 # Outputs per side of one `blocks` matmul row: 2x2 (LeNet's first layer alone, forward and
 # kernel gradient: XLA 7.6-8.5 ms, blocks of 2 4.0-5.3, of 4 4.5-5.6, of 7 9.1-10.4).
 OUTPUT_BLOCK = 2
@@ -127,9 +134,10 @@ class Conv(nn.Module):
   convolution or by a matmul (`--conv_impl`).
 
   On the CPU the matmuls go to YNNPACK's dot, faster than XLA's convolution for both of
-  LeNet's layers. Its second layer (5x5x16 patches) is one matmul over the input's patches
-  (step ~52 -> ~47 ms). Its first layer's 25-long patches made a slow skinny matmul (49 ms
-  with both as patches), so short patches go as `blocks`: a (kh+1)x(kw+1) input block
+  LeNet's layers (not for most others: see PATCHES_MIN_TAPS). Its second layer (5x5x16
+  patches) is one matmul over the input's patches (step ~52 -> ~47 ms). Its first layer's
+  25-long patches made a slow skinny matmul (49 ms with both as patches), so it goes as
+  `blocks`: a (kh+1)x(kw+1) input block
   against an expanded kernel gives a 2x2 block of outputs, [B*Ho*Wo/4, 36] x [36, 4*16]
   for LeNet, 1.4x the multiply-adds of the convolution in a shape a matmul runs well
   (for one input channel; with three, XLA's convolution was faster). Both hold copies of
@@ -152,10 +160,12 @@ class Conv(nn.Module):
             if isinstance(self.padding, str) else self.padding)
     impl = self.impl
     if impl == "auto":
-      impl = ("xla" if jax.default_backend() != "cpu"
-              else "patches" if kh * kw * C >= PATCHES_MIN_LENGTH
-              else "blocks" if self.strides == (1, 1) and C <= BLOCKS_MAX_CHANNELS
-              else "xla")
+      impl = "xla"
+      if jax.default_backend() == "cpu" and self.strides == (1, 1):
+        if C <= BLOCKS_MAX_CHANNELS:
+          impl = "blocks"
+        elif kh * kw >= PATCHES_MIN_TAPS and self.features >= PATCHES_MIN_WIDENING * C:
+          impl = "patches"
     if impl == "blocks" and self.strides != (1, 1):
       raise ValueError("conv_impl='blocks' is for stride 1")
     if impl == "xla":
