@@ -223,14 +223,25 @@ def flip_sequences(x_BxTx, lengths_B):
   return jnp.take_along_axis(x_BxTx, idx, axis=1)
 
 
+def scan_groups(requested: int, cell: Cell, batch_size: int) -> int:
+  """Blocks of rows a layer's scan updates as independent chains (`_grouped_bptt_scan`):
+  `requested`, where 0 means 2 on the CPU and 1 elsewhere; 1 for cells without a
+  hand-written derivative and where the blocks would not divide the batch."""
+  groups = requested or (2 if jax.default_backend() == "cpu" else 1)
+  if not cell.hand_written_vjp or batch_size % groups:
+    return 1
+  return groups
+
+
 def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
-              mask_BxT=None, unroll: int = 1, custom_bptt: bool = True, xw_TxBxGH=None):
+              mask_BxT=None, unroll: int = 1, custom_bptt: bool = True, xw_TxBxGH=None,
+              groups: int = 1):
   """One layer over time: (final carry, outputs [B, T, H]).
 
   With `mask_BxT`, invalid steps keep the carry and output zeros. `custom_bptt=False`
   differentiates the scan by plain autodiff (the reference the tests compare with).
   `xw_TxBxGH`: the inputs' projection x_t W, already computed (see `embed_projected`);
-  x_BxTxD is then not read.
+  x_BxTxD is then not read. `groups`: see `scan_groups` (same results up to rounding).
   """
   if xw_TxBxGH is None:
     # Hoisted: every step's x_t W in one matmul, time-major for the scan (+ b in the step).
@@ -240,8 +251,12 @@ def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
     carry = cell.zero_carry(B, hidden_size(params), xw_TxBxGH.dtype)
   valid_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
   masked = valid_TxB is not None
-  scan = (_bptt_scan(cell, unroll, masked) if custom_bptt
-          else functools.partial(_scan, cell, unroll, masked))
+  groups = scan_groups(groups, cell, B)
+  if custom_bptt and groups > 1:
+    scan = _grouped_bptt_scan(cell, unroll, masked, groups)
+  else:
+    scan = (_bptt_scan(cell, unroll, masked) if custom_bptt
+            else functools.partial(_scan, cell, unroll, masked))
   kernel, rest = _split_step_params(params)
   carry, h_TxBxH = scan(kernel, rest, carry, xw_TxBxGH, valid_TxB)
   return carry, jnp.swapaxes(h_TxBxH, 0, 1)
@@ -361,14 +376,8 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
 
     def step(state, inputs):
       dz_next, d_carry, d_rest = state
-      valid_B, res, dh_BxH = inputs
-      dh_rec = dz_next.reshape(dz_next.shape[0], -1) @ kernel_T
-      d_carry = dict(d_carry, h=dh_rec + d_carry["h"] if masked else dh_rec)
-      dz_BxGH, d_prev, d_rest_t = _masked_update_vjp(cell, masked, rest, res, valid_B,
-                                                     d_carry, dh_BxH)
-      if not masked:  # update_vjp's h cotangent is all in dz (zero here)
-        d_prev = {k: v for k, v in d_prev.items() if k != "h"}
-      dz_BxGxH = dz_BxGH.reshape(dz_next.shape)
+      dz_BxGxH, d_prev, d_rest_t = _reverse_step(cell, masked, rest, kernel_T, dz_next,
+                                                 d_carry, *inputs)
       return (dz_BxGxH, d_prev, jax.tree.map(jnp.add, d_rest, d_rest_t)), dz_BxGxH
 
     d_carry = d_final if masked else {k: v for k, v in d_final.items() if k != "h"}
@@ -383,6 +392,113 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
     d_kernel = _time_batch_contraction(prev_h_TxBxH, dz_TxBxGH)
     d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
     return d_kernel, d_rest, d_carry, dz_TxBxGH, d_valid
+
+  scan.defvjp(forward, backward)
+  return scan
+
+
+def _reverse_step(cell: Cell, masked: bool, rest, kernel_T, dz_next_BxGxH, d_carry,
+                  valid_B, res, dh_BxH):
+  """One step of the reverse scan for `cell.update_vjp`: (dz_t [B, G, H], the cotangent of
+  the carry before the step, the step's cotangent of `rest`)."""
+  dh_rec = dz_next_BxGxH.reshape(dz_next_BxGxH.shape[0], -1) @ kernel_T
+  d_carry = dict(d_carry, h=dh_rec + d_carry["h"] if masked else dh_rec)
+  dz_BxGH, d_prev, d_rest_t = _masked_update_vjp(cell, masked, rest, res, valid_B, d_carry,
+                                                 dh_BxH)
+  if not masked:  # update_vjp's h cotangent is all in dz (zero here)
+    d_prev = {k: v for k, v in d_prev.items() if k != "h"}
+  return dz_BxGH.reshape(dz_next_BxGxH.shape), d_prev, d_rest_t
+
+
+def _row_slices(a_TxBx, groups: int) -> list:
+  """[T, B, ...] -> `groups` arrays [T, B / groups, ...]; None -> [None] * groups."""
+  if a_TxBx is None:
+    return [None] * groups
+  b = a_TxBx.shape[1] // groups
+  return [a_TxBx[:, g * b:(g + 1) * b] for g in range(groups)]
+
+
+def _rows(tree, groups: int) -> list:
+  """A pytree of [B, ...] arrays as `groups` pytrees of [B / groups, ...] row blocks."""
+  B = jax.tree.leaves(tree)[0].shape[0]
+  b = B // groups
+  return [jax.tree.map(lambda a, g=g: a[g * b:(g + 1) * b], tree) for g in range(groups)]
+
+
+def _cat_rows(trees: list):
+  return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+@functools.lru_cache(maxsize=None)
+def _grouped_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
+  """`_bptt_scan` for a cell with `update_vjp`, its batch cut into `groups` blocks of rows
+  that every step (forward and reverse) updates as independent chains: matmul then
+  elementwise work per block. With several chains ready at once XLA:CPU's thunk executor
+  runs them on both cores, where one chain's small matmul could not use the second core
+  well (README "Performance"). Each block is its own stream of scan inputs, outputs and
+  residuals, not rows of one [T, B, ...] array sliced per step: fusions reading row slices
+  of a dynamically sliced array came out unvectorized."""
+
+  def run(kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals):
+    def step(carries, inputs):
+      outs = [_masked_update(cell, masked, rest, c, xw, c["h"] @ kernel, valid, residuals)
+              for c, xw, valid in zip(carries, *inputs)]
+      return [o[0] for o in outs], [o[1:] for o in outs]
+    finals, ys = jax.lax.scan(
+        step, _rows(carry, groups),
+        (_row_slices(xw_TxBxGH, groups), _row_slices(valid_TxB, groups)), unroll=unroll)
+    return _cat_rows(finals), ys
+
+  @jax.custom_vjp
+  def scan(kernel, rest, carry, xw_TxBxGH, valid_TxB):
+    final, ys = run(kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False)
+    return final, jnp.concatenate([y[0] for y in ys], axis=1)
+
+  def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
+    final, ys = run(kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
+    h_blocks = [y[0] for y in ys]
+    # h_{t-1} per block for U's gradient, as in `_bptt_scan`
+    prev_h_blocks = [jnp.concatenate([h0[None], h[:-1]])
+                     for h0, h in zip(_rows(carry["h"], groups), h_blocks)]
+    return ((final, jnp.concatenate(h_blocks, axis=1)),
+            (kernel, rest, valid_TxB, [y[1] for y in ys], prev_h_blocks))
+
+  def backward(residuals, cotangents):
+    kernel, rest, valid_TxB, res_blocks, prev_h_blocks = residuals
+    d_final, dh_TxBxH = cotangents
+    kernel_T = kernel.T
+    if not masked:
+      dh_TxBxH = dh_TxBxH.at[-1].add(d_final["h"])
+    d_carry = d_final if masked else {k: v for k, v in d_final.items() if k != "h"}
+
+    def step(state, inputs):
+      dz_nexts, d_carries, d_rec = state
+      outs = [_reverse_step(cell, masked, rest, kernel_T, dz, dc, *x)
+              for dz, dc, x in zip(dz_nexts, d_carries, zip(*inputs))]
+      # The input bias's gradient is summed after the scan (its in-step sums go unused):
+      # summed here per block, XLA fused each sum with dz's computation into a slow loop.
+      outs = [(dz, d_prev, d_rest_t["recurrent"]) for dz, d_prev, d_rest_t in outs]
+      d_rec = functools.reduce(lambda acc, o: jax.tree.map(jnp.add, acc, o[2]), outs, d_rec)
+      dz_blocks = [o[0] for o in outs]
+      return (dz_blocks, [o[1] for o in outs], d_rec), dz_blocks
+
+    H, b = kernel.shape[0], dh_TxBxH.shape[1] // groups
+    dz_last = jnp.zeros((b, cell.num_gates, H), kernel.dtype)
+    (dz_firsts, d_carries, d_rec), dz_blocks = jax.lax.scan(
+        step, ([dz_last] * groups, _rows(d_carry, groups),
+               jax.tree.map(jnp.zeros_like, rest["recurrent"])),
+        (_row_slices(valid_TxB, groups), res_blocks, _row_slices(dh_TxBxH, groups)),
+        reverse=True, unroll=unroll)
+    d_carry = _cat_rows(d_carries)
+    dh_first = jnp.concatenate([dz.reshape(b, -1) @ kernel_T for dz in dz_firsts])
+    d_carry = dict(d_carry, h=dh_first + d_carry["h"] if masked else dh_first)
+    dz_blocks = [dz.reshape(dz.shape[:2] + (-1,)) for dz in dz_blocks]
+    d_kernel = sum(_time_batch_contraction(h, dz) for h, dz in zip(prev_h_blocks, dz_blocks))
+    d_bias = sum(jnp.ones((dz.shape[0] * b,), dz.dtype) @ dz.reshape(-1, dz.shape[-1])
+                 for dz in dz_blocks)
+    d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
+    return (d_kernel, {"input_bias": d_bias, "recurrent": d_rec}, d_carry,
+            jnp.concatenate(dz_blocks, axis=1), d_valid)
 
   scan.defvjp(forward, backward)
   return scan
@@ -441,7 +557,7 @@ def dropout(x, rate: float, rng):
 
 def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
               lengths_B=None, dropout_rate: float = 0.0, rng=None, unroll: int = 1,
-              first_xw_TxBxGH=None):
+              first_xw_TxBxGH=None, groups: int = 1):
   """Layers on top of each other: (final carry per layer and direction, top outputs).
 
   Each layer runs over the whole sequence before the next one starts, so every layer's
@@ -449,7 +565,8 @@ def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
   backward outputs [B, T, 2H] as the next layer's input. Dropout (with `rng`, i.e. in
   training) applies to the inputs of layers 2.., never to the recurrent connections
   (Zaremba et al. 2014). `first_xw_TxBxGH`: the first layer's input projection, already
-  computed (`embed_projected`; unidirectional stacks), in place of x_BxTxD.
+  computed (`embed_projected`; unidirectional stacks), in place of x_BxTxD. `groups`:
+  each layer's `run_layer` groups.
   """
   num_layers = len(params)
   if first_xw_TxBxGH is not None and len(params[layer_name(0)]) > 1:
@@ -471,14 +588,14 @@ def run_stack(cell: Cell, params: Params, x_BxTxD, *, carry: dict | None = None,
       if direction == "forward":
         layer_carry[direction], h = run_layer(
             cell, p, x_BxTxD, carry[name][direction], mask_BxT, unroll,
-            xw_TxBxGH=first_xw_TxBxGH if layer == 0 else None)
+            xw_TxBxGH=first_xw_TxBxGH if layer == 0 else None, groups=groups)
       else:  # backward: read each sequence reversed within its length, then flip back
         if lengths_B is None:
           lengths_B = jnp.full(x_BxTxD.shape[:1], x_BxTxD.shape[1])
           mask_BxT = length_mask(lengths_B, x_BxTxD.shape[1])
         layer_carry[direction], h = run_layer(
             cell, p, flip_sequences(x_BxTxD, lengths_B), carry[name][direction], mask_BxT,
-            unroll)
+            unroll, groups=groups)
         h = flip_sequences(h, lengths_B)
       outputs.append(h)
     new_carry[name] = layer_carry

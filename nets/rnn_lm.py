@@ -40,6 +40,7 @@ class Config:
   num_layers: int = rnn.same_option(rnn.Config, "num_layers")
   dropout: float = rnn.same_option(rnn.Config, "dropout")
   unroll: int = rnn.same_option(rnn.Config, "unroll")
+  scan_groups: int = rnn.same_option(rnn.Config, "scan_groups")
   bptt: int = option(
       100, "Language models: characters per truncated-BPTT window; the hidden state "
       "carries over to the next window of the same stream (gradients do not).",
@@ -92,7 +93,8 @@ def build(config: Config, data_info, cell: str = CELL) -> RecurrentNetwork:
       x_BxTxE = jnp.take(table, tokens_BxT, axis=0)
     carry, h_BxTxH = recurrent.run_stack(rnn_cell, params["rnn"], x_BxTxE, carry=carry,
                                          dropout_rate=config.dropout, rng=stack_rng,
-                                         unroll=config.unroll, first_xw_TxBxGH=first_xw)
+                                         unroll=config.unroll, first_xw_TxBxGH=first_xw,
+                                         groups=config.scan_groups)
     h_BxTxH = recurrent.dropout(h_BxTxH, config.dropout, output_rng)
     logits_BxTxV = h_BxTxH @ params["output"]["kernel"] + params["output"]["bias"]
     return logits_BxTxV, {"carry": carry}

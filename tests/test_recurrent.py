@@ -109,6 +109,40 @@ def test_bptt_reverse_scan_equals_autodiff_of_the_scan(cell_name, masked):
                grad(params, x, carry0, True), grad(params, x, carry0, False))
 
 
+@pytest.mark.parametrize("groups", [2, 4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_lstm_scan_in_row_groups_equals_autodiff_of_the_scan(groups, masked):
+  """The batch as independent blocks of rows (`scan_groups`): the outputs, final carry and
+  gradients of plain autodiff through the ungrouped scan."""
+  cell, batch = recurrent.LSTM, 8
+  params = jax.tree.map(lambda p: p + 0.1, cell.init(jax.random.PRNGKey(0), D, H))
+  x = jax.random.normal(jax.random.PRNGKey(1), (batch, T, D))
+  carry0 = {k: jax.random.normal(jax.random.PRNGKey(7), (batch, H)) for k in cell.carry_keys}
+  mask = (recurrent.length_mask(jnp.array([T, 3, 0, 1, T, 2, T - 1, 4]), T) if masked
+          else None)
+
+  def loss(params, x, carry0, groups, custom_bptt):
+    carry, h = recurrent.run_layer(cell, params, x, carry0, mask, custom_bptt=custom_bptt,
+                                   groups=groups)
+    return (jnp.sum(jnp.sin(h)) + sum(jnp.sum(jnp.cos(c)) for c in carry.values()),
+            (carry, h))
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True),
+                 static_argnums=(3, 4))
+  assert recurrent.scan_groups(groups, cell, batch) == groups
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grad(params, x, carry0, groups, True), grad(params, x, carry0, 1, False))
+
+
+def test_scan_groups_rule():
+  on_cpu = jax.default_backend() == "cpu"
+  assert recurrent.scan_groups(0, recurrent.LSTM, 32) == (2 if on_cpu else 1)
+  assert recurrent.scan_groups(4, recurrent.LSTM, 32) == 4
+  assert recurrent.scan_groups(4, recurrent.LSTM, 6) == 1  # does not divide the batch
+  assert recurrent.scan_groups(2, recurrent.GRU, 32) == 1  # no hand-written derivative
+  assert recurrent.scan_groups(1, recurrent.LSTM, 32) == 1
+
+
 @pytest.mark.parametrize("cell_name", ["elman", "lstm"])
 def test_embedding_table_projected_once_equals_projecting_each_position(cell_name):
   """embed_projected: (E W)[y] in place of E[y] W gives the stack's outputs, final carry
