@@ -137,11 +137,11 @@ class Conv(nn.Module):
   LeNet's layers (not for most others: see PATCHES_MIN_TAPS). Its second layer (5x5x16
   patches) is one matmul over the input's patches (step ~52 -> ~47 ms). Its first layer's
   25-long patches made a slow skinny matmul (49 ms with both as patches), so it goes as
-  `blocks`: a (kh+1)x(kw+1) input block
-  against an expanded kernel gives a 2x2 block of outputs, [B*Ho*Wo/4, 36] x [36, 4*16]
-  for LeNet, 1.4x the multiply-adds of the convolution in a shape a matmul runs well
-  (for one input channel; with three, XLA's convolution was faster). Both hold copies of
-  the input, so "auto" uses them on the CPU only."""
+  `blocks`: a (kh+1)x(kw+1) input block against an expanded kernel gives a 2x2 block of
+  outputs, [B*Ho*Wo/4, 36] x [36, 4*16] for LeNet, 1.4x the multiply-adds of the
+  convolution in a shape a matmul runs well (for one input channel; with three, XLA's
+  convolution was faster). Both hold copies of the input, so "auto" uses them on the CPU
+  only."""
 
   features: int
   kernel_size: tuple
