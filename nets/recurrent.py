@@ -13,9 +13,10 @@ derivatives its forward step kept, `Cell.update_vjp`) and dh_{t-1} += dz_t U^T; 
 recurrent kernel's gradient sum_t h_{t-1}^T dz_t is then one [H, T*B] x [T*B, G*H]
 matmul after the scan, where autodiff of the scan accumulates it step by step and stores
 ~2x the residuals. The input bias is added inside the step (with the gates' elementwise
-work), so its gradient is a per-step sum over the batch there: as `x W + b` before the
-scan, XLA:CPU spent a separate pass on the add and ~16 ms per LSTM layer on the
-[T*B, G*H] reduction of its gradient.
+work): as `x W + b` before the scan, XLA:CPU spent a separate pass on the add and ~16 ms
+per LSTM layer on the [T*B, G*H] reduction of its gradient. Its gradient is a per-step
+sum over the batch in the generic reverse scan, and one [1, T*B] x [T*B, G*H] product
+after the LSTM's.
 
 Parameters of a cell (Flax Dense naming, so weight penalties see the `kernel`s):
   {"input": {"kernel": [D, G*H], "bias": [G*H]}, "recurrent": {"kernel": [H, G*H]}}
@@ -224,7 +225,7 @@ def flip_sequences(x_BxTx, lengths_B):
 
 
 def scan_groups(requested: int, cell: Cell, batch_size: int) -> int:
-  """Blocks of rows a layer's scan updates as independent chains (`_grouped_bptt_scan`):
+  """Blocks of rows a layer's scan updates as independent chains (`_local_bptt_scan`):
   `requested`, where 0 means 2 on the CPU and 1 elsewhere; 1 for cells without a
   hand-written derivative and where the blocks would not divide the batch."""
   groups = requested or (2 if jax.default_backend() == "cpu" else 1)
@@ -251,12 +252,12 @@ def run_layer(cell: Cell, params: Params, x_BxTxD, carry: Carry | None = None,
     carry = cell.zero_carry(B, hidden_size(params), xw_TxBxGH.dtype)
   valid_TxB = None if mask_BxT is None else jnp.swapaxes(mask_BxT, 0, 1)
   masked = valid_TxB is not None
-  groups = scan_groups(groups, cell, B)
-  if custom_bptt and groups > 1:
-    scan = _grouped_bptt_scan(cell, unroll, masked, groups)
+  if not custom_bptt:
+    scan = functools.partial(_scan, cell, unroll, masked)
+  elif cell.hand_written_vjp:
+    scan = _local_bptt_scan(cell, unroll, masked, scan_groups(groups, cell, B))
   else:
-    scan = (_bptt_scan(cell, unroll, masked) if custom_bptt
-            else functools.partial(_scan, cell, unroll, masked))
+    scan = _bptt_scan(cell, unroll, masked)
   kernel, rest = _split_step_params(params)
   carry, h_TxBxH = scan(kernel, rest, carry, xw_TxBxGH, valid_TxB)
   return carry, jnp.swapaxes(h_TxBxH, 0, 1)
@@ -302,23 +303,23 @@ def _masked_update_vjp(cell: Cell, masked: bool, rest, res, valid_B, d_new_carry
 
 
 def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False):
-  """The forward scan: (final carry, h [T, B, H]); with `residuals`, per step also the
-  step's residual (`_masked_update`) and, for the generic derivative, the carry it started
-  from."""
-  keep_carry = not cell.hand_written_vjp
+  """The forward scan: (final carry, h [T, B, H]); with `residuals` (for `_bptt_scan`),
+  per step also the carry it started from and its residual (`_masked_update`)."""
   def step(carry, inputs):
     xw_BxGH, valid_B = inputs
     hu_BxGH = carry["h"] @ kernel
     out = _masked_update(cell, masked, rest, carry, xw_BxGH, hu_BxGH, valid_B, residuals)
     if not residuals:
       return out[0], out[1]
-    return out[0], (out[1], carry if keep_carry else None, out[2])
+    return out[0], (out[1], carry, out[2])
   return jax.lax.scan(step, carry, (xw_TxBxGH, valid_TxB), unroll=unroll)
 
 
 @functools.lru_cache(maxsize=None)
 def _bptt_scan(cell: Cell, unroll: int, masked: bool):
-  """`_scan` with backpropagation through time as its own reverse scan (module docstring)."""
+  """`_scan` with backpropagation through time as its own reverse scan (module docstring),
+  for cells without `update_vjp`: each step recomputed from x_t W and its starting carry
+  and differentiated by jax.vjp."""
 
   @jax.custom_vjp
   def scan(kernel, rest, carry, xw_TxBxGH, valid_TxB):
@@ -327,20 +328,10 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
   def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
     final, (h_TxBxH, prev_TxB, res_TxB) = _scan(
         cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
-    if not cell.hand_written_vjp:  # recomputes each step from x_t W and its starting carry
-      prev_h_TxBxH = prev_TxB["h"]  # the same buffer, not a copy
-    else:  # h_{t-1} for U's gradient is the outputs shifted by one step (under a length
-      # mask an output is zeroed where the carry is kept, but only at steps after the last
-      # valid one, whose dz is zero); x_t W is not needed.
-      prev_h_TxBxH = jnp.concatenate([carry["h"][None], h_TxBxH[:-1]])
-      xw_TxBxGH = None
-    return (final, h_TxBxH), (kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB,
-                              prev_h_TxBxH)
+    return (final, h_TxBxH), (kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB)
 
   def backward(residuals, cotangents):
-    if cell.hand_written_vjp:
-      return _backward_from_local_derivatives(residuals, cotangents)
-    kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB, prev_h_TxBxH = residuals
+    kernel, rest, valid_TxB, res_TxB, xw_TxBxGH, prev_TxB = residuals
     d_final, dh_TxBxH = cotangents
     kernel_T = kernel.T
 
@@ -358,40 +349,10 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
     (d_carry, d_rest), (dxw_TxBxGH, dhu_TxBxGH) = jax.lax.scan(
         step, (d_final, jax.tree.map(jnp.zeros_like, rest)),
         (xw_TxBxGH, valid_TxB, prev_TxB, res_TxB, dh_TxBxH), reverse=True, unroll=unroll)
-    d_kernel = jnp.einsum("tbh,tbg->hg", prev_h_TxBxH, dhu_TxBxGH)
+    # h_{t-1} is the carry each step started from (the same buffer, not a copy)
+    d_kernel = jnp.einsum("tbh,tbg->hg", prev_TxB["h"], dhu_TxBxGH)
     d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
     return d_kernel, d_rest, d_carry, dxw_TxBxGH, d_valid
-
-  def _backward_from_local_derivatives(residuals, cotangents):
-    """The reverse scan for `cell.update_vjp`. Its carry is dz_{t+1} itself, and a step
-    begins with dh_t = dz_{t+1} U^T: dz_t is then made by one fusion that feeds both the
-    stacked output and the next step's matmul (with the matmul at the step's end, XLA:CPU
-    computed dz twice, once per consumer). Under a length mask the carry also holds the h
-    cotangent that invalid steps pass through unchanged."""
-    kernel, rest, valid_TxB, res_TxB, _, _, prev_h_TxBxH = residuals
-    d_final, dh_TxBxH = cotangents
-    kernel_T = kernel.T
-    if not masked:  # the final carry's h cotangent joins the last output's
-      dh_TxBxH = dh_TxBxH.at[-1].add(d_final["h"])
-
-    def step(state, inputs):
-      dz_next, d_carry, d_rest = state
-      dz_BxGxH, d_prev, d_rest_t = _reverse_step(cell, masked, rest, kernel_T, dz_next,
-                                                 d_carry, *inputs)
-      return (dz_BxGxH, d_prev, jax.tree.map(jnp.add, d_rest, d_rest_t)), dz_BxGxH
-
-    d_carry = d_final if masked else {k: v for k, v in d_final.items() if k != "h"}
-    H = kernel.shape[0]
-    dz_last = jnp.zeros((dh_TxBxH.shape[1], cell.num_gates, H), kernel.dtype)
-    (dz_first, d_carry, d_rest), dz_TxBxGxH = jax.lax.scan(
-        step, (dz_last, d_carry, jax.tree.map(jnp.zeros_like, rest)),
-        (valid_TxB, res_TxB, dh_TxBxH), reverse=True, unroll=unroll)
-    dh_first = dz_first.reshape(dz_first.shape[0], -1) @ kernel_T
-    d_carry = dict(d_carry, h=dh_first + d_carry["h"] if masked else dh_first)
-    dz_TxBxGH = dz_TxBxGxH.reshape(dz_TxBxGxH.shape[:2] + (-1,))
-    d_kernel = _time_batch_contraction(prev_h_TxBxH, dz_TxBxGH)
-    d_valid = None if valid_TxB is None else np.zeros(valid_TxB.shape, jax.dtypes.float0)
-    return d_kernel, d_rest, d_carry, dz_TxBxGH, d_valid
 
   scan.defvjp(forward, backward)
   return scan
@@ -430,14 +391,25 @@ def _cat_rows(trees: list):
 
 
 @functools.lru_cache(maxsize=None)
-def _grouped_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
-  """`_bptt_scan` for a cell with `update_vjp`, its batch cut into `groups` blocks of rows
-  that every step (forward and reverse) updates as independent chains: matmul then
-  elementwise work per block. With several chains ready at once XLA:CPU's thunk executor
-  runs them on both cores, where one chain's small matmul could not use the second core
-  well (README "Performance"). Each block is its own stream of scan inputs, outputs and
-  residuals, not rows of one [T, B, ...] array sliced per step: fusions reading row slices
-  of a dynamically sliced array came out unvectorized."""
+def _local_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
+  """`_scan` with backpropagation through time as its own reverse scan, for a cell with
+  `update_vjp`: the reverse step starts from the local derivatives the forward step kept.
+
+  The reverse scan's carry is dz_{t+1} itself, and a step begins with dh_t = dz_{t+1} U^T:
+  dz_t is then made by one fusion that feeds both the stacked output and the next step's
+  matmul (with the matmul at the step's end, XLA:CPU computed dz twice, once per
+  consumer). Under a length mask the carry also holds the h cotangent that invalid steps
+  pass through unchanged. h_{t-1} for U's gradient is the outputs shifted by one step
+  (under a length mask an output is zeroed where the carry is kept, but only at steps
+  after the last valid one, whose dz is zero).
+
+  `groups` (`scan_groups`): the batch as that many blocks of rows that every step updates
+  as independent chains, matmul then elementwise work per block. With several chains
+  ready at once XLA:CPU's thunk executor runs them on both cores, where one chain's small
+  matmul could not use the second core well (README "Performance"). Each block is its own
+  stream of scan inputs, outputs and residuals, not rows of one [T, B, ...] array sliced
+  per step: fusions reading row slices of a dynamically sliced array came out
+  unvectorized."""
 
   def run(kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals):
     def step(carries, inputs):
