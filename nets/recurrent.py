@@ -299,7 +299,7 @@ def _masked_update_vjp(cell: Cell, masked: bool, rest, res, valid_B, d_new_carry
   dz, d_carry, d_rec = cell.update_vjp(rest["recurrent"], res, d_new_carry, dh_BxH)
   if masked:
     d_carry = jax.tree.map(jnp.add, d_carry, d_kept)
-  return dz, d_carry, {"input_bias": jnp.sum(dz, axis=0), "recurrent": d_rec}
+  return dz, d_carry, d_rec
 
 
 def _scan(cell, unroll, masked, kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=False):
@@ -361,29 +361,24 @@ def _bptt_scan(cell: Cell, unroll: int, masked: bool):
 def _reverse_step(cell: Cell, masked: bool, rest, kernel_T, dz_next_BxGxH, d_carry,
                   valid_B, res, dh_BxH):
   """One step of the reverse scan for `cell.update_vjp`: (dz_t [B, G, H], the cotangent of
-  the carry before the step, the step's cotangent of `rest`)."""
+  the carry before the step, the step's cotangent of the other recurrent params)."""
   dh_rec = dz_next_BxGxH.reshape(dz_next_BxGxH.shape[0], -1) @ kernel_T
   d_carry = dict(d_carry, h=dh_rec + d_carry["h"] if masked else dh_rec)
-  dz_BxGH, d_prev, d_rest_t = _masked_update_vjp(cell, masked, rest, res, valid_B, d_carry,
-                                                 dh_BxH)
+  dz_BxGH, d_prev, d_rec = _masked_update_vjp(cell, masked, rest, res, valid_B, d_carry,
+                                              dh_BxH)
   if not masked:  # update_vjp's h cotangent is all in dz (zero here)
     d_prev = {k: v for k, v in d_prev.items() if k != "h"}
-  return dz_BxGH.reshape(dz_next_BxGxH.shape), d_prev, d_rest_t
+  return dz_BxGH.reshape(dz_next_BxGxH.shape), d_prev, d_rec
 
 
-def _row_slices(a_TxBx, groups: int) -> list:
-  """[T, B, ...] -> `groups` arrays [T, B / groups, ...]; None -> [None] * groups."""
-  if a_TxBx is None:
+def _rows(tree, groups: int, axis: int = 0) -> list:
+  """A pytree of arrays with the batch on `axis` as `groups` pytrees of equal row blocks
+  (None: `groups` Nones)."""
+  if tree is None:
     return [None] * groups
-  b = a_TxBx.shape[1] // groups
-  return [a_TxBx[:, g * b:(g + 1) * b] for g in range(groups)]
-
-
-def _rows(tree, groups: int) -> list:
-  """A pytree of [B, ...] arrays as `groups` pytrees of [B / groups, ...] row blocks."""
-  B = jax.tree.leaves(tree)[0].shape[0]
-  b = B // groups
-  return [jax.tree.map(lambda a, g=g: a[g * b:(g + 1) * b], tree) for g in range(groups)]
+  b = jax.tree.leaves(tree)[0].shape[axis] // groups
+  return [jax.tree.map(lambda a, g=g: jax.lax.slice_in_dim(a, g * b, (g + 1) * b, axis=axis),
+                       tree) for g in range(groups)]
 
 
 def _cat_rows(trees: list):
@@ -418,7 +413,7 @@ def _local_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
       return [o[0] for o in outs], [o[1:] for o in outs]
     finals, ys = jax.lax.scan(
         step, _rows(carry, groups),
-        (_row_slices(xw_TxBxGH, groups), _row_slices(valid_TxB, groups)), unroll=unroll)
+        (_rows(xw_TxBxGH, groups, axis=1), _rows(valid_TxB, groups, axis=1)), unroll=unroll)
     return _cat_rows(finals), ys
 
   @jax.custom_vjp
@@ -429,7 +424,7 @@ def _local_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
   def forward(kernel, rest, carry, xw_TxBxGH, valid_TxB):
     final, ys = run(kernel, rest, carry, xw_TxBxGH, valid_TxB, residuals=True)
     h_blocks = [y[0] for y in ys]
-    # h_{t-1} per block for U's gradient, as in `_bptt_scan`
+    # h_{t-1} per block for U's gradient: the outputs shifted by one step (docstring)
     prev_h_blocks = [jnp.concatenate([h0[None], h[:-1]])
                      for h0, h in zip(_rows(carry["h"], groups), h_blocks)]
     return ((final, jnp.concatenate(h_blocks, axis=1)),
@@ -447,9 +442,8 @@ def _local_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
       dz_nexts, d_carries, d_rec = state
       outs = [_reverse_step(cell, masked, rest, kernel_T, dz, dc, *x)
               for dz, dc, x in zip(dz_nexts, d_carries, zip(*inputs))]
-      # The input bias's gradient is summed after the scan (its in-step sums go unused):
-      # summed here per block, XLA fused each sum with dz's computation into a slow loop.
-      outs = [(dz, d_prev, d_rest_t["recurrent"]) for dz, d_prev, d_rest_t in outs]
+      # The input bias's gradient is summed after the scan: summed here per block, XLA
+      # fused each sum with dz's computation into one slow loop.
       d_rec = functools.reduce(lambda acc, o: jax.tree.map(jnp.add, acc, o[2]), outs, d_rec)
       dz_blocks = [o[0] for o in outs]
       return (dz_blocks, [o[1] for o in outs], d_rec), dz_blocks
@@ -459,7 +453,7 @@ def _local_bptt_scan(cell: Cell, unroll: int, masked: bool, groups: int):
     (dz_firsts, d_carries, d_rec), dz_blocks = jax.lax.scan(
         step, ([dz_last] * groups, _rows(d_carry, groups),
                jax.tree.map(jnp.zeros_like, rest["recurrent"])),
-        (_row_slices(valid_TxB, groups), res_blocks, _row_slices(dh_TxBxH, groups)),
+        (_rows(valid_TxB, groups, axis=1), res_blocks, _rows(dh_TxBxH, groups, axis=1)),
         reverse=True, unroll=unroll)
     d_carry = _cat_rows(d_carries)
     dh_first = jnp.concatenate([dz.reshape(b, -1) @ kernel_T for dz in dz_firsts])
