@@ -10,7 +10,7 @@ import os
 
 from absl import flags
 
-from experiments.main import run_entry_point
+from experiments.main import define_compilation_cache_flag, run_entry_point
 from nets import parallel
 from nets import trainer as trainer_lib
 from nets.data import datasets
@@ -29,6 +29,7 @@ flags.DEFINE_string("test_tgt_file", None, "Translation runs: reference translat
 flags.DEFINE_integer("beam_size", 1, "Translation runs: beam width for BLEU (1: greedy).")
 flags.DEFINE_float("length_penalty", 1.0, "Translation runs: beam search ranks "
                    "log p(y) / |y|^this.")
+define_compilation_cache_flag()
 FLAGS = flags.FLAGS
 
 

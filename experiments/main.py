@@ -24,8 +24,9 @@ def run_entry_point(main) -> None:
   """What every `python -m experiments.X` does around its `main()`.
 
   Flags are parsed with one-line errors, positional arguments are refused, TensorFlow is
-  kept off the GPUs, Orbax is kept quiet, and a UserError from main() becomes one line on
-  stderr with exit status 2.
+  kept off the GPUs, Orbax is kept quiet, the persistent compilation cache is set up
+  where the entry point defines --compilation_cache_dir, and a UserError from main()
+  becomes one line on stderr with exit status 2.
   """
   from absl import app
 
@@ -34,7 +35,11 @@ def run_entry_point(main) -> None:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     hide_gpus_from_tensorflow()
     quiet_logging()
-    run_main(main)
+
+    def main_with_cache():
+      use_compilation_cache()
+      main()
+    run_main(main_with_cache)
 
   app.run(absl_main, flags_parser=parse_flags)
 
@@ -46,6 +51,43 @@ def run_main(fn) -> None:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def default_compilation_cache_dir() -> str:
+  if "NETS_COMPILATION_CACHE" in os.environ:
+    return os.environ["NETS_COMPILATION_CACHE"]
+  cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+  return os.path.join(cache_home, "nets", "jax")
+
+
+def define_compilation_cache_flag() -> None:
+  from absl import flags
+  flags.DEFINE_string(
+      "compilation_cache_dir", default_compilation_cache_dir(),
+      "JAX's persistent compilation cache: programs that took over a second to compile "
+      "are stored here and reused by later runs of the same shapes and config (a "
+      "resumed run, another seed). Empty turns it off. Default from "
+      "NETS_COMPILATION_CACHE, else $XDG_CACHE_HOME/nets/jax.")
+
+
+def use_compilation_cache() -> None:
+  """Points JAX at --compilation_cache_dir, where the entry point defines that flag."""
+  from absl import flags
+  from nets.errors import ConfigError
+  if "compilation_cache_dir" not in flags.FLAGS or not flags.FLAGS.compilation_cache_dir:
+    return
+  path = os.path.expanduser(flags.FLAGS.compilation_cache_dir)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    message = (f"--compilation_cache_dir={path}: cannot create it ({e.strerror}); give a "
+               "writable directory, or an empty value to turn the cache off")
+    if flags.FLAGS["compilation_cache_dir"].present:
+      raise ConfigError(message) from None
+    print(f"warning: {message}; running without it", file=sys.stderr)  # the default's
+    return
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
 
 
 def define_distributed_flags() -> None:

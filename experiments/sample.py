@@ -5,7 +5,7 @@ python -m experiments.sample --workdir=DIR --prime="ROMEO:" --length=500 --tempe
 
 from absl import flags
 
-from experiments.main import run_entry_point
+from experiments.main import define_compilation_cache_flag, run_entry_point
 from nets import models
 from nets import trainer as trainer_lib
 from nets.data import chars
@@ -19,6 +19,7 @@ flags.DEFINE_float("temperature", 1.0, "Softmax temperature: lower is more conse
                    "higher more varied.")
 flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed gives the same text.")
 flags.DEFINE_string("checkpoint", "best", "Which checkpoint: best (on validation) or latest.")
+define_compilation_cache_flag()
 FLAGS = flags.FLAGS
 
 

@@ -5,12 +5,13 @@ Thin by design: flags -> one Config -> nets.trainer.train_and_evaluate.
 
 
 from experiments import flags as flags_lib
-from experiments.main import (define_distributed_flags, initialize_distributed,
-                              log_environment, run_entry_point)
+from experiments.main import (define_compilation_cache_flag, define_distributed_flags,
+                              initialize_distributed, log_environment, run_entry_point)
 from nets import trainer
 
 flags_lib.define_flags()
 define_distributed_flags()
+define_compilation_cache_flag()
 
 
 def main():

@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from experiments.main import run_entry_point
+from experiments.main import define_compilation_cache_flag, run_entry_point
 from nets import models
 from nets import trainer as trainer_lib
 from nets import translate
@@ -30,6 +30,7 @@ flags.DEFINE_integer("batch_size", 64, "Sentences decoded at once.")
 flags.DEFINE_string("attention_png", "", "Also write the attention heat map of the first "
                     "sentence to this PNG.")
 flags.DEFINE_string("checkpoint", "best", "Which checkpoint: best (on validation) or latest.")
+define_compilation_cache_flag()
 FLAGS = flags.FLAGS
 
 

@@ -6,10 +6,23 @@ import random
 
 import pytest
 
+# The tests specify exact f32 arithmetic. On GPUs, XLA's f32 matmuls and convolutions
+# default to TF32 (~1e-3 relative error) and its scatter-adds use atomics (not bitwise
+# repeatable), so there the tests ask for full precision and deterministic kernels.
+# Flags are read when the backend starts; on the CPU both settings change nothing.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true"]).strip()
+
 from nets import textcnn
 from nets.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+  import jax
+  if jax.default_backend() != "cpu":
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def assert_every_param_changed(before, after):
@@ -22,10 +35,12 @@ def assert_every_param_changed(before, after):
 
 
 def cli_env(**extra) -> dict:
-  """Environment for the tests' subprocess runs of the entry points: CPU only, and XLA's
+  """Environment for the tests' subprocess runs of the entry points: CPU only, XLA's
   optimisation passes off (tiny models: compiling dominates and the results stay
-  deterministic; the accuracy runs in test_accuracy.py keep them on)."""
-  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", **extra)
+  deterministic; the accuracy runs in test_accuracy.py keep them on), and no persistent
+  compilation cache unless a test asks for one."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+          "NETS_COMPILATION_CACHE": "", **extra}
 
 
 def shared_data_dir():

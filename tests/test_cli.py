@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import REPO, cli_env, write_keyword_dataset
 
 
-def run(module, *args, timeout=300):
-  env = cli_env()
+def run(module, *args, timeout=300, **env_extra):
+  env = cli_env(**env_extra)
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -40,6 +40,8 @@ def tiny_flags(tmp_path, train, test=None, **extra):
     ("--train_file=/no/such/file.txt", "train file not found: /no/such/file.txt"),
     ("--batch_size=abc", "error: flag --batch_size=abc: invalid literal for int()"),
     ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
+    ("--compilation_cache_dir=/dev/null/cache", "error: --compilation_cache_dir=/dev/null/"
+     "cache: cannot create it"),
 ])
 def test_bad_flag_values_give_one_line_errors(tmp_path, flag, message):
   train = write_keyword_dataset(tmp_path / "train.txt", 16, seed=0)
@@ -69,6 +71,25 @@ sys.exit(1 if short else 0)
   result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 0, result.stdout + result.stderr[-1000:]
+
+def test_a_second_run_reuses_the_persistent_compilation_cache(tmp_path):
+  """The first run stores its programs; a rerun with another workdir loads them and
+  trains to the same parameters."""
+  train = write_keyword_dataset(tmp_path / "train.txt", 32, seed=0)
+  cache = tmp_path / "cache"
+  env = dict(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # tiny programs count too
+  first = run("experiments.train", *tiny_flags(tmp_path / "a", train),
+              f"--compilation_cache_dir={cache}", **env)
+  assert first.returncode == 0, first.stderr[-2000:]
+  entries = set(os.listdir(cache))
+  assert any(e.startswith("jit_train_step") for e in entries), entries
+  second = run("experiments.train", *tiny_flags(tmp_path / "b", train),
+               f"--compilation_cache_dir={cache}", **env)
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert set(os.listdir(cache)) == entries  # every program came from the cache
+  runs = [json.loads((tmp_path / d / "wd" / "summary.json").read_text()) for d in "ab"]
+  assert runs[0]["final"] == runs[1]["final"]
+
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   """SIGKILL mid-run, rerun the same command: same final params as an unkilled run."""
