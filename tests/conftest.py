@@ -12,6 +12,8 @@ import pytest
 # Flags are read when the backend starts; on the CPU both settings change nothing.
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true"]).strip()
+# pytest-xdist workers share one GPU: each taking JAX's default 75% of its memory fails.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from nets import textcnn
 from nets.config import Config
