@@ -172,9 +172,9 @@ class Conv(nn.Module):
       y = jax.lax.conv_general_dilated(x_BxHxWxC, kernel, self.strides, pads,
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
       return y + bias
-    x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
     if impl == "blocks":
-      return _blocks_conv(x, kernel, OUTPUT_BLOCK) + bias
+      return _blocks_conv(x_BxHxWxC, kernel, pads, OUTPUT_BLOCK) + bias
+    x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
     (sh, sw) = self.strides
     Ho, Wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     cols = jnp.concatenate([x[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
@@ -182,15 +182,20 @@ class Conv(nn.Module):
     return cols @ kernel.reshape(kh * kw * C, self.features) + bias
 
 
-def _blocks_conv(x_BxHxWxC, kernel, s: int):
-  """A valid, stride-1 convolution computed s x s outputs at a time: each (kh+s-1) x
-  (kw+s-1) input block times the kernel placed at the s*s output offsets of the block."""
+def _blocks_conv(x_BxHxWxC, kernel, pads, s: int):
+  """A stride-1 convolution with padding `pads` ((top, bottom), (left, right)) computed
+  s x s outputs at a time: each (kh+s-1) x (kw+s-1) input block times the kernel placed at
+  the s*s output offsets of the block."""
   B, H, W, C = x_BxHxWxC.shape
   kh, kw, _, F = kernel.shape
+  (top, bottom), (left, right) = pads
+  H, W = H + top + bottom, W + left + right
   Ho, Wo = H - kh + 1, W - kw + 1
   nh, nw = -(-Ho // s), -(-Wo // s)  # output blocks; the last ones may overhang
   bh, bw = kh + s - 1, kw + s - 1
-  x = jnp.pad(x_BxHxWxC, ((0, 0), (0, nh * s + kh - 1 - H), (0, nw * s + kw - 1 - W), (0, 0)))
+  # one pad: the convolution's own, plus zeros under the overhanging blocks
+  x = jnp.pad(x_BxHxWxC, ((0, 0), (top, bottom + nh * s + kh - 1 - H),
+                          (left, right + nw * s + kw - 1 - W), (0, 0)))
   rows = jnp.stack([x[:, i:i + s * (nh - 1) + 1:s] for i in range(bh)], axis=2)
   blocks = jnp.stack([rows[:, :, :, j:j + s * (nw - 1) + 1:s] for j in range(bw)], axis=4)
   blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, bh * bw * C)
