@@ -35,6 +35,9 @@ flags.DEFINE_integer(
     "iterator, prefetch, metric fetches every 50 steps, progress bar, TensorBoard) for "
     "this many steps on the case's data and report its median throughput beside the "
     "step's (0: skip; training cases only; >= 200 gives training's own log windows).")
+flags.DEFINE_integer(
+    "steps_per_dispatch", 1, "Training steps per call in the --loop_steps loop (the "
+    "trainer's flag of that name); the step itself is timed one per call.")
 FLAGS = flags.FLAGS
 # Rows of random data per case, in batches: the loop (--loop_steps) cycles through them.
 DATA_BATCHES = 8
@@ -139,17 +142,20 @@ CASE_BUILDERS = {"textcnn": textcnn_case, "convnet": convnet_case,
                  "seq2seq_decode": _seq2seq_case(decode=True)}
 
 
-def loop_throughput(cfg, data, items: int, steps: int) -> float:
+def loop_throughput(cfg, data, items: int, steps: int, steps_per_dispatch: int = 1) -> float:
   """Median items/s of the training loop (nets.trainer.run) over `steps` steps.
 
   The loop logs examples/s per log window, excluding evaluation and checkpoint time; the
   first window (compilation) is dropped. Windows are training's own --log_every (each one
-  ends in a metrics fetch, a sync), shortened only to fit 4 of them into `steps`.
+  ends in a metrics fetch, a sync), shortened only to fit 4 of them into `steps`, and
+  rounded down to a multiple of `steps_per_dispatch`.
   """
   from nets import trainer as trainer_lib
-  log_every = max(min(cfg.log_every, steps // 4), 1)
+  k = steps_per_dispatch
+  log_every = max(min(cfg.log_every, steps // 4) // k * k, k)
   cfg = dataclasses.replace(cfg, num_epochs=steps, max_steps=steps, log_every=log_every,
-                            eval_every=steps, checkpoint_every=steps, keep_checkpoints=1)
+                            eval_every=steps, checkpoint_every=steps, keep_checkpoints=1,
+                            steps_per_dispatch=k)
   with tempfile.TemporaryDirectory() as workdir:
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the one JSON line
       trainer_lib.run(cfg, data, workdir, desc="loop")
@@ -161,7 +167,8 @@ def loop_throughput(cfg, data, items: int, steps: int) -> float:
   return float(np.median(rates[1:])) * items / cfg.batch_size
 
 
-def bench(case: str, steps: int, warmup: int, seed: int, loop_steps: int = 0) -> dict:
+def bench(case: str, steps: int, warmup: int, seed: int, loop_steps: int = 0,
+          steps_per_dispatch: int = 1) -> dict:
   from nets.trainer import Trainer
   if case not in CASE_BUILDERS:
     raise ConfigError(f"--case={case}: not implemented yet (available: "
@@ -196,8 +203,9 @@ def bench(case: str, steps: int, warmup: int, seed: int, loop_steps: int = 0) ->
             "jax": jax.__version__}
   if loop_steps and not decoder:
     del state, out  # the loop builds its own state: free this one's buffers first
-    loop = loop_throughput(cfg, data, items, loop_steps)
-    result.update(loop_throughput_median=loop, loop_over_step=loop * median / items)
+    loop = loop_throughput(cfg, data, items, loop_steps, steps_per_dispatch)
+    result.update(loop_throughput_median=loop, loop_over_step=loop * median / items,
+                  steps_per_dispatch=steps_per_dispatch)
   return result
 
 
@@ -206,13 +214,18 @@ def main():
     raise ConfigError(f"--case={FLAGS.case}: must be one of {', '.join(CASES)}, all")
   if FLAGS.steps < 1 or FLAGS.warmup < 1:
     raise ConfigError("--steps and --warmup must be >= 1")
+  if FLAGS.steps_per_dispatch < 1:
+    raise ConfigError(f"--steps_per_dispatch={FLAGS.steps_per_dispatch}: must be >= 1")
+  if FLAGS.loop_steps and FLAGS.loop_steps < 4 * FLAGS.steps_per_dispatch:
+    raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use at least 4 dispatches "
+                      f"(4 x --steps_per_dispatch={FLAGS.steps_per_dispatch})")
   if FLAGS.loop_steps and FLAGS.loop_steps < 20:
     raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use 0 (skip) or >= 20 (the loop "
                       "is timed over log windows, the first one dropped)")
   cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
   for case in cases:
-    print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed, FLAGS.loop_steps)),
-          flush=True)
+    print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed, FLAGS.loop_steps,
+                           FLAGS.steps_per_dispatch)), flush=True)
 
 
 if __name__ == "__main__":

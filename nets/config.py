@@ -147,6 +147,14 @@ class Config:
       (), "Train one replica per learning rate (comma-separated) in one compiled program; "
       "they share --seed. Replaces --learning_rate.", gt=0.0, of=float)
 
+  steps_per_dispatch: int = option(
+      1, "Training steps per call of the compiled program (a lax.scan over that many "
+      "batches): fewer host round trips where a step takes about a millisecond "
+      "(accelerators, small models). A dispatch never runs past a log, evaluation or "
+      "checkpoint step; the steps before one go one at a time, so keep --log_every and "
+      "--eval_every multiples of it. With --bucket_by_length a dispatch pads its batches "
+      "to its longest.", low=1)
+
   # Logging and checkpoints.
   log_every: int = option(50, "Log training metrics every N steps.", low=1)
   eval_every: int = option(0, "Evaluate every N steps (0: at the end of every epoch).", low=0)

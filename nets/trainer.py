@@ -31,7 +31,7 @@ from nets.metrics_writer import MetricWriter
 # Changing these between runs in one workdir is fine; anything else is another experiment.
 RESUMABLE_CHANGES = {"num_epochs", "max_steps", "eval_every", "checkpoint_every",
                      "keep_checkpoints", "log_every", "progress", "tensorboard", "workdir",
-                     "data_dir", "data_mirror"}
+                     "data_dir", "data_mirror", "steps_per_dispatch"}
 
 
 @flax.struct.dataclass
@@ -168,12 +168,13 @@ class Trainer:
       self._init = jax.vmap(init)
       step_fn = lambda state, batch: jax.vmap(step)(state, batch, scales)
       evaluate = jax.vmap(evaluate, in_axes=(0, 0, None))
-      self.train_batch_sharding = parallel.batch_sharding(self.mesh, leading_axes=1)
     else:
       self._keys = jax.random.PRNGKey(cfg.seed)
       self._init = init
       step_fn = step
-      self.train_batch_sharding = self.batch_sharding
+    leading = 1 if self.replicas else 0
+    self.train_batch_sharding = parallel.batch_sharding(self.mesh, leading_axes=leading)
+    self.chunk_sharding = parallel.batch_sharding(self.mesh, leading_axes=leading + 1)
     abstract = jax.eval_shape(self._init, self._keys)
     self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
     self.abstract_state = jax.tree.map(
@@ -181,6 +182,12 @@ class Trainer:
         abstract, self.state_sharding)
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_sharding, self.train_batch_sharding),
+        out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+    # --steps_per_dispatch: that many steps in one call, a scan over a [K, ...] chunk of
+    # batches; metrics come back stacked [K, ...].
+    self.train_steps = jax.jit(
+        lambda state, chunk: jax.lax.scan(step_fn, state, chunk),
+        in_shardings=(self.state_sharding, self.chunk_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     self.eval_step = jax.jit(
         evaluate,
@@ -198,6 +205,21 @@ class Trainer:
     return parallel.put_batch(batch, self.batch_sharding)
 
   def batches(self, start_step: int):
+    """Training batches on the devices from `start_step`, one per step."""
+    return pipeline.prefetch(self._host_batches(start_step),
+                             lambda b: parallel.put_batch(b, self.train_batch_sharding))
+
+  def dispatches(self, start_step: int, sizes):
+    """(n, what `train_step` (n = 1) or `train_steps` (n > 1) takes) for each n of
+    `sizes`: the next n training batches from `start_step`, stacked when n > 1."""
+    host = self._host_batches(start_step)
+    chunks = ((n, next(host) if n == 1 else pipeline.stack_batches([next(host)
+                                                                    for _ in range(n)]))
+              for n in sizes)
+    return pipeline.prefetch(chunks, lambda c: (c[0], parallel.put_batch(
+        c[1], self.train_batch_sharding if c[0] == 1 else self.chunk_sharding)))
+
+  def _host_batches(self, start_step: int):
     """Training batches from `start_step`; with replicas, one per replica's seed, stacked."""
     rows = parallel.local_slice(self.cfg.batch_size)
     seeds = [seed for seed, _ in self.replicas] or [self.cfg.seed]
@@ -205,11 +227,8 @@ class Trainer:
                                   rows, self.buckets, shuffle=self.data.shuffle)
            for seed in seeds]
     if not self.replicas:
-      it = its[0]
-    else:
-      it = (pipeline.stack_batches([next(i) for i in its]) for _ in iter(int, 1))
-    return pipeline.prefetch(
-        it, lambda b: parallel.put_batch(b, self.train_batch_sharding))
+      return its[0]
+    return (pipeline.stack_batches([next(i) for i in its]) for _ in iter(int, 1))
 
   def evaluate(self, params, arrays: dict, batch_size: int | None = None) -> dict:
     """Mean of every metric over all examples of `arrays`."""
@@ -303,12 +322,15 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
              dynamic_ncols=True, mininterval=0.5)
   step = start
   try:
-    batches = trainer.batches(start)
-    for step in range(start + 1, total + 1):
-      state, metrics = trainer.train_step(state, next(batches))
-      pending.append(metrics)
-      n_log += 1
-      bar.update(1)
+    sizes = dispatch_sizes(start, total, cfg.steps_per_dispatch,
+                           (cfg.log_every, eval_every, checkpoint_every))
+    for n, batch in trainer.dispatches(start, sizes):
+      step_fn = trainer.train_step if n == 1 else trainer.train_steps
+      state, metrics = step_fn(state, batch)
+      pending.append((n, metrics))
+      step += n
+      n_log += n
+      bar.update(n)
       if step % cfg.log_every == 0 or step == total:
         # Fetching waits only for the steps already dispatched; the device keeps busy.
         logged = _mean(jax.device_get(pending))
@@ -445,10 +467,24 @@ def cross_validation_summary(folds: list[dict]) -> dict:
   return out
 
 
-def _mean(metrics: list[dict]) -> dict:
-  """Mean over logged steps: floats, or [R] arrays with replicas."""
-  means = {k: np.mean(np.stack([np.asarray(m[k]) for m in metrics]), axis=0)
-           for k in metrics[0]}
+def dispatch_sizes(start: int, total: int, k: int, intervals: tuple):
+  """Steps per dispatch from `start` to `total`: k, except that no dispatch runs past a
+  multiple of an interval (a log, evaluation or checkpoint step); the steps before one
+  that k would overrun go one at a time (two compiled programs, not one per length)."""
+  step = start
+  while step < total:
+    stop = min([total] + [(step // e + 1) * e for e in intervals])
+    n = k if stop - step >= k else 1
+    yield n
+    step += n
+
+
+def _mean(pending: list[tuple]) -> dict:
+  """Mean over logged steps of (n, metrics) dispatches, a step's metrics stacked [n, ...]
+  when n > 1: floats, or [R] arrays with replicas."""
+  rows = [{k: np.asarray(v)[None] if n == 1 else np.asarray(v) for k, v in m.items()}
+          for n, m in pending]
+  means = {k: np.mean(np.concatenate([r[k] for r in rows]), axis=0) for k in rows[0]}
   return {k: float(v) if np.ndim(v) == 0 else v for k, v in means.items()}
 
 

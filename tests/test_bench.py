@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from experiments import bench
 from tests.conftest import REPO, cli_env
 
@@ -29,12 +31,17 @@ def test_unknown_case_is_a_one_line_error():
   assert result.returncode == 2 and result.stderr.startswith("error: --case=resnet")
 
 
-def test_loop_steps_time_the_training_loop_beside_the_step():
-  line = bench.bench("rnn_lm", steps=2, warmup=1, seed=0, loop_steps=20)
+@pytest.mark.parametrize("steps_per_dispatch", [1, 4])
+def test_loop_steps_time_the_training_loop_beside_the_step(steps_per_dispatch):
+  line = bench.bench("rnn_lm", steps=2, warmup=1, seed=0, loop_steps=20,
+                     steps_per_dispatch=steps_per_dispatch)
   assert line["loop_throughput_median"] > 0 and line["loop_over_step"] > 0
+  assert line["steps_per_dispatch"] == steps_per_dispatch
 
 
-def test_too_few_loop_steps_is_a_one_line_error():
+@pytest.mark.parametrize("flags", [["--loop_steps=5"], ["--steps_per_dispatch=0"],
+                                   ["--loop_steps=20", "--steps_per_dispatch=8"]])
+def test_bad_loop_flags_are_one_line_errors(flags):
   result = subprocess.run([sys.executable, "-m", "experiments.bench", "--case=rnn_lm",
-                           "--loop_steps=5"], cwd=REPO, capture_output=True, text=True)
-  assert result.returncode == 2 and result.stderr.startswith("error: --loop_steps=5")
+                           *flags], cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 2 and result.stderr.startswith(f"error: {flags[0]}")

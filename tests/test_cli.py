@@ -42,6 +42,7 @@ def tiny_flags(tmp_path, train, test=None, **extra):
     ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
     ("--compilation_cache_dir=/dev/null/cache", "error: --compilation_cache_dir=/dev/null/"
      "cache: cannot create it"),
+    ("--steps_per_dispatch=0", "error: --steps_per_dispatch=0: must be >= 1"),
 ])
 def test_bad_flag_values_give_one_line_errors(tmp_path, flag, message):
   train = write_keyword_dataset(tmp_path / "train.txt", 16, seed=0)

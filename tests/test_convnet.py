@@ -110,6 +110,26 @@ def test_default_is_the_lectures_lenet():
       "output": {"kernel": (200, 10), "bias": (10,)}}
 
 
+@pytest.mark.parametrize("dense_widths", [(), (7,)])
+def test_no_conv_blocks_is_logistic_regression_or_an_mlp(dense_widths):
+  """The feedforward baselines: --channels= --dense_widths= is multinomial logistic
+  regression on the (padded) pixels; one hidden width, a one-hidden-layer MLP."""
+  cfg = tiny_convnet(channels=(), dense_widths=dense_widths)
+  net = convnet.build(cfg, data_info((14, 14, 1), 4))
+  params = net.init(jax.random.PRNGKey(0))
+  shapes = jax.tree.map(lambda a: a.shape, params)
+  if dense_widths:
+    assert shapes == {"dense0": {"kernel": (196, 7), "bias": (7,)},
+                      "output": {"kernel": (7, 4), "bias": (4,)}}
+  else:
+    assert shapes == {"output": {"kernel": (196, 4), "bias": (4,)}}
+    batch = {"image": random_images((3, 14, 14, 1))}
+    x = convnet.preprocess(batch["image"], cfg, data_info((14, 14, 1), 4).info).reshape(3, -1)
+    np.testing.assert_allclose(net.apply(params, batch),
+                               x @ params["output"]["kernel"] + params["output"]["bias"],
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("W,F,P,S", [(32, 5, 0, 1), (28, 5, 2, 1), (13, 3, 1, 2),
                                      (7, 3, 0, 2), (9, 4, 3, 3), (5, 5, 0, 1)])
 def test_output_size_formula_matches_the_layer(W, F, P, S):

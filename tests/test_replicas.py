@@ -36,3 +36,15 @@ def test_vmapped_learning_rates_equal_separate_runs(tmp_path, keyword_files):
                                            optimizer="adam", learning_rate=lr))
     for key, value in alone["final"].items():
       assert replica["final"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_vmapped_seeds_with_several_steps_per_dispatch(tmp_path, keyword_files):
+  """Chunks of [K, R, B, ...] batches (tokens padded on their last axis) train the same."""
+  train, test = keyword_files
+  kw = dict(num_epochs=1, optimizer="adadelta", learning_rate=1.0, vmap_seeds=2)
+  one = train_and_evaluate(tiny_config(tmp_path / "one", train, test, **kw))
+  three = train_and_evaluate(tiny_config(tmp_path / "three", train, test,
+                                         steps_per_dispatch=3, **kw))
+  for a, b in zip(one["replicas"], three["replicas"]):
+    for key, value in a["final"].items():
+      assert b["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

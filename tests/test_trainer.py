@@ -12,7 +12,7 @@ from nets import embeddings
 from nets.checkpoint import Checkpoints
 from nets.data import datasets, pipeline
 from nets.errors import ConfigError
-from nets.trainer import Trainer, train_and_evaluate
+from nets.trainer import Trainer, dispatch_sizes, train_and_evaluate
 from tests.conftest import assert_every_param_changed, tiny_config, write_keyword_dataset
 
 
@@ -98,6 +98,42 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, keyword_
                      if "train/loss" in l]
   loss_of = lambda l: (json.loads(l)["step"], json.loads(l)["train/loss"])
   assert list(map(loss_of, lines(tmp_path / "full"))) == list(map(loss_of, lines(tmp_path / "part")))
+
+
+def test_dispatches_end_at_every_log_eval_and_checkpoint_step():
+  """From step 3 to 30, 4 steps per dispatch, events every 5 and 12 steps: dispatches of
+  4 where no event falls inside, single steps up to an event that 4 would overrun."""
+  sizes = list(dispatch_sizes(3, 30, 4, (5, 12)))
+  assert sizes == [1, 1, 4, 1, 1, 1, 1, 1, 1, 4, 1, 4, 1, 4, 1]
+  ends = set(np.cumsum([3] + sizes))
+  assert {5, 10, 12, 15, 20, 24, 25, 30} <= ends and max(ends) == 30
+  assert list(dispatch_sizes(0, 8, 1, (5,))) == [1] * 8
+
+
+def test_several_steps_per_dispatch_train_like_one_per_dispatch(tmp_path, keyword_files):
+  """A scan over 4 batches per call, length buckets padded to the dispatch's longest, log
+  and evaluation steps (every 5 and every epoch of 9) not multiples of 4; interrupted at
+  step 10 and resumed: the same steps, losses and parameters as one step per call."""
+  train, test = keyword_files
+  one = tiny_config(tmp_path / "one", train, test, optimizer="adadelta", learning_rate=1.0)
+  train_and_evaluate(one)
+  four = one.replace(workdir=str(tmp_path / "four"), steps_per_dispatch=4)
+  assert Trainer(four, datasets.prepare(datasets.load_raw(four), four)).buckets
+  train_and_evaluate(four.replace(max_steps=10))
+  summary = train_and_evaluate(four)
+  assert summary["resumed_from"] == 10
+  p_one, step_one = final_params(tmp_path / "one", one)
+  p_four, step_four = final_params(tmp_path / "four", four)
+  assert step_one == step_four
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               p_one, p_four)
+  records = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+  r_one, r_four = records(tmp_path / "one"), records(tmp_path / "four")
+  assert [r["step"] for r in r_one] == [r["step"] for r in r_four]
+  for a, b in zip(r_one, r_four):
+    for k in ("train/loss", "valid/accuracy"):
+      if k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-5), (a["step"], k)
 
 
 def test_rerun_of_finished_run_keeps_results(tmp_path, keyword_files):

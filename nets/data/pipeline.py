@@ -100,11 +100,12 @@ def eval_batches(arrays: dict, batch_size: int, rows: slice = slice(None)) -> It
 
 
 def stack_batches(batches: list[dict]) -> dict:
-  """Stacks same-size batches on a new leading axis, padding tokens to the longest."""
+  """Stacks same-size batches on a new leading axis, padding tokens (length last) to the
+  longest: length buckets may differ."""
   if "tokens" in batches[0]:
-    width = max(b["tokens"].shape[1] for b in batches)
-    batches = [{**b, "tokens": np.pad(b["tokens"], ((0, 0), (0, width - b["tokens"].shape[1])))}
-               for b in batches]
+    width = max(b["tokens"].shape[-1] for b in batches)
+    pad = lambda t: np.pad(t, [(0, 0)] * (t.ndim - 1) + [(0, width - t.shape[-1])])
+    batches = [{**b, "tokens": pad(b["tokens"])} for b in batches]
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
