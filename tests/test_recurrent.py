@@ -93,8 +93,9 @@ def test_gradients_reach_the_first_step(cell_name):
 @pytest.mark.parametrize("cell_name", ["elman", "lstm", "gru"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_bptt_reverse_scan_equals_autodiff_of_the_scan(cell_name, masked):
-  """The hand-written backward pass (custom_vjp) gives autodiff's gradients for the
-  parameters, the inputs and the initial carry, with and without padding."""
+  """The hand-written backward pass (custom_vjp of the scan and of the hoisted input
+  projection) gives autodiff's gradients for the parameters, the inputs and the initial
+  carry, with and without padding."""
   cell, params, x = setup(cell_name)
   params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
   carry0 = {k: jax.random.normal(jax.random.PRNGKey(7), (B, H)) for k in cell.carry_keys}
