@@ -20,6 +20,7 @@ draws the same augmentation from the step's rng.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -54,12 +55,13 @@ class Config:
   conv_stride: int = option(1, "Stride of every convolution.", low=1)
   conv_impl: str = option(
       "auto", "How convolutions are computed: xla (XLA's convolution), patches (one matmul "
-      "over the input's kh*kw*C patches; kh*kw times the memory), blocks (stride 1: one "
-      "matmul from each (kh+1)x(kw+1) input block to a 2x2 block of outputs), auto (on "
-      "the CPU at stride 1: blocks for one input channel, patches for kernels of 5x5 or "
-      "more with at least 4x as many output as input channels; else xla). Same "
-      "parameters either way.",
-      choices=("auto", "xla", "patches", "blocks"))
+      "over the input's kh*kw*C patches; kh*kw times the memory), mixed (XLA's "
+      "convolution and kernel gradient, the input gradient as one matmul to the patches' "
+      "gradient), blocks (stride 1: one matmul from each (kh+1)x(kw+1) input block to a "
+      "2x2 block of outputs), auto (on the CPU at stride 1: blocks for one input channel, "
+      "mixed for kernels of 5x5 or more with at least 4x as many output as input "
+      "channels; else xla). Same parameters either way.",
+      choices=("auto", "xla", "patches", "mixed", "blocks"))
   conv_padding: str = option(
       "valid", "Zero padding of every convolution: valid (none: W-F+1 outputs), same "
       "(ceil(W/S) outputs) or an integer P on each side ((W-F+2P)/S+1 outputs).")
@@ -111,15 +113,19 @@ def conv_layer(features: int, config: Config, name: str | None = None) -> nn.Mod
               padding=conv_padding(config.conv_padding), impl=config.conv_impl, name=name)
 
 
-# Where "auto" uses `patches` (CPU, stride 1): kernels of at least this many taps, with at
-# least PATCHES_MIN_WIDENING times as many output as input channels. Forward and both
+# Where "auto" uses `mixed` (CPU, stride 1): kernels of at least this many taps, with at
+# least WIDE_MIN_WIDENING times as many output as input channels. Forward and both
 # gradients, batch 128, XLA vs patches (ms), faster as patches: 5x5x16->128 on 14x14
 # (LeNet) 38-41 vs 33-35, 5x5x8->64 on 14x14 19-22 vs 12-13, 5x5x32->256 on 12x12 80 vs 73;
 # slower or even: every 3x3 kernel tried (16->32, 32->64, 32->128, 8->64, 16->128, 64->64,
 # 128->128, 256->256; e.g. 64->64 on 32x32 same: 189-191 vs 281-288) and 5x5x32->64 on
-# 16x16 same (64 vs 101).
-PATCHES_MIN_TAPS = 25
-PATCHES_MIN_WIDENING = 4
+# 16x16 same (64 vs 101). Then `mixed` (XLA's forward and kernel gradient were the faster
+# ones, its input gradient the slow one), xla / patches / mixed, medians of 5: LeNet's
+# 36.1 / 27.0 / 23.2 and 33.8 / 27.5 / 22.9, 5x5x8->64 17.0 / 11.3 / 9.0, 5x5x32->256
+# 74.6 / 52.3 / 43.9, 5x5x32->64 same 56.5 / 77.5 / 55.2; 3x3 still XLA's: 64->64 on 32x32
+# 136 / 244 / 170, 128->128 on 16x16 120 / 177 / 142, 256->256 on 8x8 115 / 141 / 124.
+WIDE_MIN_TAPS = 25
+WIDE_MIN_WIDENING = 4
 # Outputs per side of one `blocks` matmul row: 2x2 (LeNet's first layer alone, forward and
 # kernel gradient: XLA 7.6-8.5 ms, blocks of 2 4.0-5.3, of 4 4.5-5.6, of 7 9.1-10.4).
 OUTPUT_BLOCK = 2
@@ -134,8 +140,10 @@ class Conv(nn.Module):
   convolution or by a matmul (`--conv_impl`).
 
   On the CPU the matmuls go to YNNPACK's dot, faster than XLA's convolution for both of
-  LeNet's layers (not for most others: see PATCHES_MIN_TAPS). Its second layer (5x5x16
-  patches) is one matmul over the input's patches (step ~52 -> ~47 ms). Its first layer's
+  LeNet's layers (not for most others: see WIDE_MIN_TAPS). Its second layer's input
+  gradient is one matmul to its 5x5x16 patches' gradient, summed back into place, while
+  XLA's convolution computes its forward and kernel gradient (`mixed`: step ~60 -> ~50
+  ms; all of it over patches had been ~52 -> ~47 against XLA alone). Its first layer's
   25-long patches made a slow skinny matmul (49 ms with both as patches), so it goes as
   `blocks`: a (kh+1)x(kw+1) input block against an expanded kernel gives a 2x2 block of
   outputs, [B*Ho*Wo/4, 36] x [36, 4*16] for LeNet, 1.4x the multiply-adds of the
@@ -164,22 +172,56 @@ class Conv(nn.Module):
       if jax.default_backend() == "cpu" and self.strides == (1, 1):
         if C <= BLOCKS_MAX_CHANNELS:
           impl = "blocks"
-        elif kh * kw >= PATCHES_MIN_TAPS and self.features >= PATCHES_MIN_WIDENING * C:
-          impl = "patches"
+        elif kh * kw >= WIDE_MIN_TAPS and self.features >= WIDE_MIN_WIDENING * C:
+          impl = "mixed"
     if impl == "blocks" and self.strides != (1, 1):
       raise ValueError("conv_impl='blocks' is for stride 1")
     if impl == "xla":
-      y = jax.lax.conv_general_dilated(x_BxHxWxC, kernel, self.strides, pads,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      return y + bias
+      return _xla_conv(x_BxHxWxC, kernel, self.strides, pads) + bias
+    if impl == "mixed":
+      return _mixed_conv(x_BxHxWxC, kernel, self.strides, tuple(map(tuple, pads))) + bias
     if impl == "blocks":
       return _blocks_conv(x_BxHxWxC, kernel, pads, OUTPUT_BLOCK) + bias
-    x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
-    (sh, sw) = self.strides
-    Ho, Wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    cols = jnp.concatenate([x[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
-                            for i in range(kh) for j in range(kw)], axis=-1)
+    cols = _patches(x_BxHxWxC, (kh, kw), self.strides, pads)
     return cols @ kernel.reshape(kh * kw * C, self.features) + bias
+
+
+def _xla_conv(x_BxHxWxC, kernel, strides, pads):
+  return jax.lax.conv_general_dilated(x_BxHxWxC, kernel, strides, pads,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _patches(x_BxHxWxC, kernel_size, strides, pads):
+  """[B, Ho, Wo, kh*kw*C]: every output position's input patch (im2col)."""
+  (kh, kw), (sh, sw) = kernel_size, strides
+  x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
+  Ho, Wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+  return jnp.concatenate([x[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+                          for i in range(kh) for j in range(kw)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_conv(x_BxHxWxC, kernel, strides, pads):
+  """XLA's convolution, and its kernel gradient; the input gradient as one matmul to the
+  patches' cotangent, then summed back into place (the VJP of `_patches`), where XLA:CPU's
+  transposed convolution was the slow part."""
+  return _xla_conv(x_BxHxWxC, kernel, strides, pads)
+
+
+def _mixed_conv_fwd(x_BxHxWxC, kernel, strides, pads):
+  return _xla_conv(x_BxHxWxC, kernel, strides, pads), (x_BxHxWxC, kernel)
+
+
+def _mixed_conv_bwd(strides, pads, residuals, dy_BxHoxWoxF):
+  x, kernel = residuals
+  kh, kw, C, F = kernel.shape
+  d_kernel = jax.vjp(lambda k: _xla_conv(x, k, strides, pads), kernel)[1](dy_BxHoxWoxF)[0]
+  d_cols = dy_BxHoxWoxF @ kernel.reshape(kh * kw * C, F).T
+  dx = jax.vjp(lambda x: _patches(x, (kh, kw), strides, pads), x)[1](d_cols)[0]
+  return dx, d_kernel
+
+
+_mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)
 
 
 def _blocks_conv(x_BxHxWxC, kernel, pads, s: int):
@@ -361,4 +403,4 @@ def check(cfg) -> None:
                       "integer")
   if mc.conv_impl == "blocks" and mc.conv_stride != 1:
     raise ConfigError(f"--conv_impl=blocks computes stride-1 convolutions only "
-                      f"(--conv_stride={mc.conv_stride}): use --conv_impl=auto, xla or patches")
+                      f"(--conv_stride={mc.conv_stride}): use --conv_impl=auto, xla, patches or mixed")

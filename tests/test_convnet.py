@@ -149,6 +149,7 @@ def test_output_size_formula_matches_the_layer(W, F, P, S):
 
 @pytest.mark.parametrize("impl,padding,stride", [
     ("patches", "valid", 1), ("patches", "same", 2), ("patches", "2", 1), ("patches", "1", 3),
+    ("mixed", "valid", 1), ("mixed", "same", 2), ("mixed", "2", 1), ("mixed", "1", 3),
     ("blocks", "valid", 1), ("blocks", "same", 1), ("blocks", "2", 1)])
 def test_matmul_convolutions_equal_xla_convolution(impl, padding, stride):
   # 11 x 9 inputs: odd output sizes, so the last 2x2 output blocks overhang the edge
