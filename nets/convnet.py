@@ -403,4 +403,5 @@ def check(cfg) -> None:
                       "integer")
   if mc.conv_impl == "blocks" and mc.conv_stride != 1:
     raise ConfigError(f"--conv_impl=blocks computes stride-1 convolutions only "
-                      f"(--conv_stride={mc.conv_stride}): use --conv_impl=auto, xla, patches or mixed")
+                      f"(--conv_stride={mc.conv_stride}): use --conv_impl=auto, xla, "
+                      "patches or mixed")
