@@ -41,7 +41,8 @@ def test_vmapped_learning_rates_equal_separate_runs(tmp_path, keyword_files):
 def test_vmapped_seeds_with_several_steps_per_dispatch(tmp_path, keyword_files):
   """Chunks of [K, R, B, ...] batches (tokens padded on their last axis) train the same."""
   train, test = keyword_files
-  kw = dict(num_epochs=1, optimizer="adadelta", learning_rate=1.0, vmap_seeds=2)
+  kw = dict(num_epochs=1, max_steps=6, optimizer="adadelta", learning_rate=1.0,
+            vmap_seeds=2)
   one = train_and_evaluate(tiny_config(tmp_path / "one", train, test, **kw))
   three = train_and_evaluate(tiny_config(tmp_path / "three", train, test,
                                          steps_per_dispatch=3, **kw))
