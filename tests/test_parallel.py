@@ -73,16 +73,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_in_lockstep_like_one_process(tmp_path):
-  """jax.distributed over 127.0.0.1 with CPU (gloo) collectives, 1 device per process."""
+@pytest.mark.parametrize("dispatch", [[], ["--steps_per_dispatch=2", "--log_every=2"]])
+def test_two_processes_train_in_lockstep_like_one_process(tmp_path, dispatch):
+  """jax.distributed over 127.0.0.1 with CPU (gloo) collectives, 1 device per process;
+  also with 2 steps per call (each process feeds its rows of a [2, B, ...] chunk)."""
   port = _free_port()
   procs = [train(tmp_path, tmp_path / "multi", devices=1, wait=False, extra=[
       "--multihost", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-      f"--process_id={i}"]) for i in range(2)]
+      f"--process_id={i}", *dispatch]) for i in range(2)]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outputs
   assert all("process 1/2" in o or "process 2/2" in o for o in outputs)
-  train(tmp_path, tmp_path / "single", devices=2)  # same global batch, 2 devices
+  # same global batch, 2 devices, one step per call
+  train(tmp_path, tmp_path / "single", devices=2, extra=dispatch[1:])
   np.testing.assert_allclose(train_losses(tmp_path / "multi"),
                              train_losses(tmp_path / "single"), rtol=1e-5)
   summaries = [json.load(open(tmp_path / d / "summary.json")) for d in ("multi", "single")]
