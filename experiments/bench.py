@@ -216,12 +216,12 @@ def main():
     raise ConfigError("--steps and --warmup must be >= 1")
   if FLAGS.steps_per_dispatch < 1:
     raise ConfigError(f"--steps_per_dispatch={FLAGS.steps_per_dispatch}: must be >= 1")
-  if FLAGS.loop_steps and FLAGS.loop_steps < 4 * FLAGS.steps_per_dispatch:
-    raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use at least 4 dispatches "
-                      f"(4 x --steps_per_dispatch={FLAGS.steps_per_dispatch})")
   if FLAGS.loop_steps and FLAGS.loop_steps < 20:
     raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use 0 (skip) or >= 20 (the loop "
                       "is timed over log windows, the first one dropped)")
+  if FLAGS.loop_steps and FLAGS.loop_steps < 4 * FLAGS.steps_per_dispatch:
+    raise ConfigError(f"--loop_steps={FLAGS.loop_steps}: use at least 4 dispatches "
+                      f"(4 x --steps_per_dispatch={FLAGS.steps_per_dispatch})")
   cases = [c for c in CASES if c in CASE_BUILDERS] if FLAGS.case == "all" else [FLAGS.case]
   for case in cases:
     print(json.dumps(bench(case, FLAGS.steps, FLAGS.warmup, FLAGS.seed, FLAGS.loop_steps,

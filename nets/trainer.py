@@ -8,6 +8,7 @@ interrupted and resumed run computes exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -206,18 +207,20 @@ class Trainer:
 
   def batches(self, start_step: int):
     """Training batches on the devices from `start_step`, one per step."""
-    return pipeline.prefetch(self._host_batches(start_step),
-                             lambda b: parallel.put_batch(b, self.train_batch_sharding))
+    return (batch for _, batch in self.dispatches(start_step, itertools.repeat(1)))
 
   def dispatches(self, start_step: int, sizes):
     """(n, what `train_step` (n = 1) or `train_steps` (n > 1) takes) for each n of
     `sizes`: the next n training batches from `start_step`, stacked when n > 1."""
     host = self._host_batches(start_step)
-    chunks = ((n, next(host) if n == 1 else pipeline.stack_batches([next(host)
-                                                                    for _ in range(n)]))
-              for n in sizes)
-    return pipeline.prefetch(chunks, lambda c: (c[0], parallel.put_batch(
-        c[1], self.train_batch_sharding if c[0] == 1 else self.chunk_sharding)))
+
+    def chunks():
+      for n in sizes:
+        batches = [next(host) for _ in range(n)]
+        yield n, batches[0] if n == 1 else pipeline.stack_batches(batches)
+
+    return pipeline.prefetch(chunks(), lambda chunk: (chunk[0], parallel.put_batch(
+        chunk[1], self.train_batch_sharding if chunk[0] == 1 else self.chunk_sharding)))
 
   def _host_batches(self, start_step: int):
     """Training batches from `start_step`; with replicas, one per replica's seed, stacked."""
