@@ -65,6 +65,15 @@ class Config:
       "over all of it. The same for any batch padding, unlike pooling over a batch's pad.")
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
+  weight_init: str = option(
+      "lecun", "Weight init. lecun: flax's LeCun normal; kim: Kim's Theano code for ReLU "
+      "(convolution kernels U[-0.01, 0.01], output weights zero).", choices=("lecun", "kim"))
+
+
+def _uniform(bound: float):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
 
 
 def conv_output_length(n: int, width: int, conv: str) -> int:
@@ -84,11 +93,16 @@ class TextCNN(nn.Module):
     L = x_BxLxC.shape[1]
     positions = jnp.arange(L + max(cfg.filter_widths) - 1)
     act = {"relu": nn.relu, "tanh": jnp.tanh}[cfg.activation]
+    if cfg.weight_init == "kim":
+      conv_init, output_init = _uniform(0.01), nn.initializers.zeros
+    else:
+      conv_init = output_init = nn.initializers.lecun_normal()
     pooled = []
     for w in cfg.filter_widths:
       pad = (w - 1, w - 1) if cfg.conv == "wide" else (0, max(w - L, 0))
       xw = jnp.pad(x_BxLxC, ((0, 0), pad, (0, 0)))
-      h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID", name=f"conv{w}")(xw))
+      h_BxTxF = act(nn.Conv(cfg.num_filters, (w,), padding="VALID", kernel_init=conv_init,
+                            name=f"conv{w}")(xw))
       T = h_BxTxF.shape[1]
       valid_BxT = positions[None, :T] < _valid_outputs(length_B, w, cfg.conv)[:, None]
       pooled_BxF = _pool(h_BxTxF, valid_BxT, cfg.pooling)
@@ -97,7 +111,7 @@ class TextCNN(nn.Module):
       pooled.append(pooled_BxF)
     z = jnp.concatenate(pooled, axis=-1)
     z = nn.Dropout(cfg.dropout, deterministic=not train)(z)
-    return nn.Dense(self.num_outputs, name="output")(z)
+    return nn.Dense(self.num_outputs, kernel_init=output_init, name="output")(z)
 
 
 def embed(params, tokens_BxL):

@@ -72,6 +72,20 @@ def test_pool_padding_equals_kims_max_over_the_whole_padded_sentence():
                          textcnn.build(tiny_textcnn(filter_widths=widths), info()).apply(params, b))
 
 
+def test_kim_weight_init():
+  """--weight_init=kim: conv kernels U[-0.01, 0.01], a zero output layer (so every class
+  starts at the same score), embeddings U[-0.25, 0.25] as with any init."""
+  net = textcnn.build(tiny_textcnn(weight_init="kim"), info())
+  params = net.init(jax.random.PRNGKey(0))
+  kernels = np.concatenate([np.ravel(params[k]["kernel"]) for k in params
+                            if k.startswith("conv")])
+  assert 0.005 < np.abs(kernels).max() <= 0.01
+  np.testing.assert_array_equal(params["output"]["kernel"], 0.0)
+  assert 0.2 < np.abs(params["embed"]["embedding"]).max() <= 0.25
+  out = net.apply(params, batch([5, 2], 5))
+  assert (np.asarray(out) == np.asarray(out)[:, :1]).all()
+
+
 def test_sentences_shorter_than_the_widest_filter():
   cfg = tiny_textcnn(filter_widths=(3, 4, 5), conv="narrow")
   net = textcnn.build(cfg, info())
