@@ -34,9 +34,10 @@ TOKEN_TABLES = ("embed", "frozen_embed")
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 PAD = 0
 
-# Kim (2014): Adadelta (rho 0.95), batch 50, dropout 0.5, max-norm 3, 25 epochs.
+# Kim (2014): Adadelta (rho 0.95), batch 50, dropout 0.5, max-norm 3, 25 epochs. Not
+# Kim's: words seen once map to <unk>, so <unk> is trained (chosen on TREC validation).
 DEFAULTS = dict(optimizer="adadelta", learning_rate=1.0, batch_size=50, num_epochs=25,
-                max_norm=3.0)
+                max_norm=3.0, min_freq=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +67,9 @@ class Config:
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
   weight_init: str = option(
-      "lecun", "Weight init. lecun: flax's LeCun normal; kim: Kim's Theano code for ReLU "
-      "(convolution kernels U[-0.01, 0.01], output weights zero).", choices=("lecun", "kim"))
+      "kim", "Weight init. kim: Kim's Theano code for ReLU (convolution kernels "
+      "U[-0.01, 0.01], output weights zero); lecun: flax's LeCun normal.",
+      choices=("kim", "lecun"))
 
 
 def _uniform(bound: float):

@@ -43,6 +43,25 @@ def test_one_step_changes_every_parameter(tmp_path, keyword_files, sparse):
   assert int(state.step) == 1
 
 
+def test_kim_init_trains_the_output_layer_first_then_every_parameter(tmp_path, keyword_files):
+  """With Kim's zero output layer nothing below it gets a gradient in the first step;
+  from the second step on everything learns."""
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test, optimizer="adadelta", learning_rate=1.0,
+                    weight_init="kim")
+  trainer = trainer_for(cfg)
+  state = trainer.initial_state()
+  batches = trainer.batches(0)
+  init = jax.device_get(state.params)
+  state, _ = trainer.train_step(state, next(batches))
+  first = jax.device_get(state.params)
+  assert_every_param_changed(init["output"], first["output"])
+  for name in init.keys() - {"output"}:
+    jax.tree.map(np.testing.assert_array_equal, init[name], first[name])
+  state, _ = trainer.train_step(state, next(batches))
+  assert_every_param_changed(init, jax.device_get(state.params))
+
+
 def test_golden_loss(tmp_path, keyword_files):
   """Catches silent changes to init, data order, dropout rng or the step."""
   train, test = keyword_files
