@@ -67,8 +67,8 @@ class Config:
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
   weight_init: str = option(
-      "kim", "Weight init. kim: Kim's Theano code for ReLU (convolution kernels "
-      "U[-0.01, 0.01], output weights zero); lecun: flax's LeCun normal.",
+      "kim", "Weight init. kim: Kim's Theano code (convolution kernels U[-0.01, 0.01] "
+      "for relu, Glorot uniform for tanh; output weights zero); lecun: flax's LeCun normal.",
       choices=("kim", "lecun"))
 
 
@@ -96,7 +96,8 @@ class TextCNN(nn.Module):
     positions = jnp.arange(L + max(cfg.filter_widths) - 1)
     act = {"relu": nn.relu, "tanh": jnp.tanh}[cfg.activation]
     if cfg.weight_init == "kim":
-      conv_init, output_init = _uniform(0.01), nn.initializers.zeros
+      output_init = nn.initializers.zeros
+      conv_init = _uniform(0.01) if cfg.activation == "relu" else nn.initializers.glorot_uniform()
     else:
       conv_init = output_init = nn.initializers.lecun_normal()
     pooled = []

@@ -72,14 +72,16 @@ def test_pool_padding_equals_kims_max_over_the_whole_padded_sentence():
                          textcnn.build(tiny_textcnn(filter_widths=widths), info()).apply(params, b))
 
 
-def test_kim_weight_init():
-  """--weight_init=kim: conv kernels U[-0.01, 0.01], a zero output layer (so every class
-  starts at the same score), embeddings U[-0.25, 0.25] as with any init."""
-  net = textcnn.build(tiny_textcnn(weight_init="kim"), info())
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_kim_weight_init(activation):
+  """--weight_init=kim: conv kernels U[-0.01, 0.01] for ReLU, Glorot uniform for tanh, a
+  zero output layer (so every class starts at the same score), embeddings U[-0.25, 0.25]
+  as with any init."""
+  net = textcnn.build(tiny_textcnn(weight_init="kim", activation=activation), info())
   params = net.init(jax.random.PRNGKey(0))
-  kernels = np.concatenate([np.ravel(params[k]["kernel"]) for k in params
-                            if k.startswith("conv")])
-  assert 0.005 < np.abs(kernels).max() <= 0.01
+  for w in (2, 3):  # tiny_textcnn: widths 2, 3; 8 embedding dims in, 4 maps out
+    bound = 0.01 if activation == "relu" else np.sqrt(6 / (w * 8 + w * 4))
+    assert 0.5 * bound < np.abs(params[f"conv{w}"]["kernel"]).max() <= bound
   np.testing.assert_array_equal(params["output"]["kernel"], 0.0)
   assert 0.2 < np.abs(params["embed"]["embedding"]).max() <= 0.25
   out = net.apply(params, batch([5, 2], 5))
