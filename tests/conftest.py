@@ -3,6 +3,8 @@
 import os
 import pathlib
 import random
+import shutil
+import tempfile
 
 import pytest
 
@@ -25,6 +27,14 @@ def pytest_configure(config):
   import jax
   if jax.default_backend() != "cpu":
     jax.config.update("jax_default_matmul_precision", "highest")
+  # Many tests compile the same program again (another seed, a resumed run, the
+  # separate runs a vmapped one is checked against): one persistent cache per worker
+  # for the session compiles each once. Numbers are unchanged: a hit loads the
+  # executable that the same program compiled to.
+  cache = tempfile.mkdtemp(prefix="nets-tests-jax-cache-")
+  config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 def assert_every_param_changed(before, after):
