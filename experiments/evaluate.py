@@ -9,6 +9,7 @@ import json
 import os
 
 from absl import flags
+import numpy as np
 
 from experiments.main import define_compilation_cache_flag, run_entry_point
 from nets import parallel
@@ -44,6 +45,7 @@ def main():
   if FLAGS.batch_size < 0:
     raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
   cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
+  step = int(np.max(state.step))  # [R] equal steps for a run of replicas (--vmap_seeds)
   kind = datasets.kind(cfg)
   batch_size = FLAGS.batch_size or cfg.batch_size
   if hasattr(kind, "evaluate_files"):  # translation: BLEU and perplexity on parallel files
@@ -53,7 +55,7 @@ def main():
                                   beam_size=FLAGS.beam_size,
                                   length_penalty=FLAGS.length_penalty)
     _report({"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
-             "step": int(state.step), "test_src_file": FLAGS.test_src_file,
+             "step": step, "test_src_file": FLAGS.test_src_file,
              "test_tgt_file": FLAGS.test_tgt_file, **metrics})
     return
   # The run's data kind reads the file the way it read its training data.
@@ -64,8 +66,9 @@ def main():
   parallel.check_batch_size(batch_size, trainer.mesh)
   metrics = trainer.evaluate(state.params, arrays, batch_size)
   result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
-            "step": int(state.step), "test_file": FLAGS.test_file,
-            "examples": int(len(next(iter(arrays.values())))), **metrics}
+            "step": step, "test_file": FLAGS.test_file,
+            "examples": int(len(next(iter(arrays.values())))),
+            **trainer_lib.scalars(metrics)}
   _report(result)
 
 

@@ -68,7 +68,8 @@ class Config:
                           high=0.99)
   weight_init: str = option(
       "kim", "Weight init. kim: Kim's Theano code (convolution kernels U[-0.01, 0.01] "
-      "for relu, Glorot uniform for tanh; output weights zero); lecun: flax's LeCun normal.",
+      "for relu; Glorot uniform for tanh, whose fan-out his code also divides by the "
+      "pooling length; output weights zero); lecun: flax's LeCun normal.",
       choices=("kim", "lecun"))
 
 

@@ -344,7 +344,7 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
         examples = n_log * cfg.batch_size * max(len(trainer.replicas), 1)
         logged["examples_per_s"] = examples / max(now - t_log - paused, 1e-9)
         t_log, n_log, paused = now, 0, 0.0
-        flat = _scalars({f"train/{k}": v for k, v in logged.items()})
+        flat = scalars({f"train/{k}": v for k, v in logged.items()})
         bar.set_postfix(loss=f"{flat['train/loss']:.4f}",
                         ex_s=f"{flat['train/examples_per_s']:.0f}")
         writer.write(step, step / spe, flat)
@@ -353,7 +353,7 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
         t_pause = time.perf_counter()
         evals = trainer.evaluate_splits(state.params)
         replica_best.update(step, evals)
-        flat = _scalars(evals)
+        flat = scalars(evals)
         writer.write(step, step / spe, flat)
         checkpoints.save_if_best(step, state, flat)
         bar.write(f"step {step} epoch {step / spe:.2f}: " + "  ".join(
@@ -438,7 +438,7 @@ def _check_finite(loss, step: int, bar) -> None:
     bar.write(f"step {step}: replicas {bad} diverged (loss not finite); the others go on")
 
 
-def _scalars(metrics: dict) -> dict:
+def scalars(metrics: dict) -> dict:
   """Per-replica [R] arrays become their mean (over finite replicas) plus a list."""
   out = {}
   for k, v in metrics.items():
