@@ -46,6 +46,9 @@ def main():
     raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
   cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
   step = int(np.max(state.step))  # [R] equal steps for a run of replicas (--vmap_seeds)
+  # A run without validation (a --refit stage) has no best checkpoint: the latest is used.
+  used = ("best" if FLAGS.checkpoint == "best"
+          and os.path.exists(os.path.join(FLAGS.workdir, "best", "best.json")) else "latest")
   kind = datasets.kind(cfg)
   batch_size = FLAGS.batch_size or cfg.batch_size
   if hasattr(kind, "evaluate_files"):  # translation: BLEU and perplexity on parallel files
@@ -54,7 +57,7 @@ def main():
                                   FLAGS.test_tgt_file, batch_size=batch_size,
                                   beam_size=FLAGS.beam_size,
                                   length_penalty=FLAGS.length_penalty)
-    _report({"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
+    _report({"workdir": FLAGS.workdir, "checkpoint": used,
              "step": step, "test_src_file": FLAGS.test_src_file,
              "test_tgt_file": FLAGS.test_tgt_file, **metrics})
     return
@@ -65,7 +68,7 @@ def main():
                       f"across batches and evaluates with its own {cfg.batch_size}")
   parallel.check_batch_size(batch_size, trainer.mesh)
   metrics = trainer.evaluate(state.params, arrays, batch_size)
-  result = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint,
+  result = {"workdir": FLAGS.workdir, "checkpoint": used,
             "step": step, "test_file": FLAGS.test_file,
             "examples": int(len(next(iter(arrays.values())))),
             **trainer_lib.scalars(metrics)}

@@ -20,7 +20,7 @@ def main():
   log_environment()
   summary = trainer.train_and_evaluate(cfg)
   headline = {k: round(v, 4) for k, v in summary.items()
-              if isinstance(v, float) and k.split("/")[0] in ("valid", "test")}
+              if isinstance(v, float) and k.split("/")[0] in ("valid", "test", "refit")}
   print("summary:", headline)
 
 

@@ -107,6 +107,11 @@ class Config:
   cv_folds: int = option(
       0, "K-fold cross-validation for datasets without a test split (MR, Subj): train K "
       "models, report mean and std of test accuracy. 0 disables.", low=0)
+  refit: bool = option(
+      False, "After training, train a fresh model on train + validation for the epochs "
+      "validation selected, in WORKDIR/refit, and report its final test metrics as "
+      "refit/test/* (nothing is chosen on test). Vocabulary and length stay the training "
+      "part's.")
 
   # Optimisation.
   batch_size: int = option(50, "Global batch size (split across devices).", low=1)

@@ -8,10 +8,12 @@ interrupted and resumed run computes exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -32,7 +34,8 @@ from nets.metrics_writer import MetricWriter
 # Changing these between runs in one workdir is fine; anything else is another experiment.
 RESUMABLE_CHANGES = {"num_epochs", "max_steps", "eval_every", "checkpoint_every",
                      "keep_checkpoints", "log_every", "progress", "tensorboard", "workdir",
-                     "data_dir", "data_mirror", "steps_per_dispatch"}
+                     "data_dir", "data_mirror", "steps_per_dispatch",
+                     "refit"}  # a stage after the run: turning it on later adds it
 
 
 @flax.struct.dataclass
@@ -122,6 +125,17 @@ def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=No
   return init
 
 
+def epoch_layout(cfg: Config, train: dict | None) -> tuple[tuple, int]:
+  """(length buckets, steps per epoch) of training on `train`. Evaluation-only trainers
+  (no training split) still need a step count for schedules: 1."""
+  if train is None:
+    return (), 1
+  buckets = ()
+  if cfg.bucket_by_length and "length" in train:
+    buckets = pipeline.bucket_lengths(train["tokens"].shape[1])
+  return buckets, pipeline.steps_per_epoch(train, cfg.batch_size, buckets)
+
+
 class Trainer:
   """A family, its data and the compiled steps for one run (one CV fold)."""
 
@@ -130,13 +144,7 @@ class Trainer:
     self.family = models.get(cfg.model)
     self.mesh = mesh or parallel.make_mesh()
     parallel.check_batch_size(cfg.batch_size, self.mesh)
-    # Evaluation-only trainers (no training split) still need a step count for schedules.
-    self.buckets = ()
-    if cfg.bucket_by_length and data.train is not None and "length" in data.train:
-      self.buckets = pipeline.bucket_lengths(data.train["tokens"].shape[1])
-    self.steps_per_epoch = (
-        pipeline.steps_per_epoch(data.train, cfg.batch_size, self.buckets)
-        if data.train is not None else 1)
+    self.buckets, self.steps_per_epoch = epoch_layout(cfg, data.train)
     if self.steps_per_epoch == 0:
       raise ConfigError(f"--batch_size={cfg.batch_size} is larger than the "
                         f"{pipeline.num_examples(data.train)} training examples")
@@ -275,26 +283,94 @@ def train_and_evaluate(cfg: Config, workdir: str | None = None) -> dict:
   _write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
   raw = datasets.load_raw(cfg)
   if not cfg.cv_folds:
-    summary = run(cfg, datasets.prepare(raw, cfg), workdir)
+    summary = train_split(cfg, datasets.prepare(raw, cfg), workdir)
   else:
     folds = []
     for fold in range(cfg.cv_folds):
       fold_dir = os.path.join(workdir, f"fold{fold:02d}")
       os.makedirs(fold_dir, exist_ok=True)
       _write_json(os.path.join(fold_dir, "config.json"), cfg.to_dict())
-      folds.append(run(cfg, datasets.prepare(raw, cfg, fold), fold_dir,
-                       desc=f"fold {fold + 1}/{cfg.cv_folds}"))
+      folds.append(train_split(cfg, datasets.prepare(raw, cfg, fold), fold_dir,
+                               desc=f"fold {fold + 1}/{cfg.cv_folds}"))
     summary = cross_validation_summary(folds)
   _write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
 
-def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> dict:
-  done = _read_json(os.path.join(workdir, "summary.json"))
+def train_split(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> dict:
+  """One run; with --refit, then a fresh one on train + valid (see `refit`)."""
+  if not cfg.refit:
+    return run(cfg, data, workdir, desc)
+  _check_refit(data)
+  summary = run(cfg, data, workdir, desc, summary_file="run_summary.json")
+  summary = {**summary, **refit(cfg, data, workdir, summary, desc)}
+  _write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def _check_refit(data: datasets.Data) -> None:
+  if not data.shuffle:
+    raise ConfigError("--refit trains again on train + validation examples; this data is "
+                      "a stream without separate examples to merge: pass --refit=false")
+  if data.valid is None or data.train is None:
+    raise ConfigError("--refit needs training and validation splits (validation selects "
+                      "the epochs): pass --refit=false")
+  mismatched = [k for k in data.train if k not in data.valid
+                or data.train[k].shape[1:] != data.valid[k].shape[1:]]
+  if mismatched or set(data.valid) != set(data.train):
+    raise ConfigError(f"--refit cannot merge the train and validation arrays (they differ in "
+                      f"{', '.join(mismatched) or 'fields'}): pass --refit=false")
+
+
+def refit(cfg: Config, data: datasets.Data, workdir: str, summary: dict,
+          desc: str = "train") -> dict:
+  """Trains a fresh model on train + valid for the epochs that validation selected.
+
+  The epochs are those of the run's best/ checkpoint (with replicas: the best mean over
+  replicas), so the refit sees ~1/(1 - valid_fraction) times the data with nothing
+  chosen on test. It runs in WORKDIR/refit (its own checkpoints, resumable) and reports
+  its final metrics, returned here as refit/test/...; the vocabulary and padded length
+  stay those of the training part. Schedules span the refit's steps.
+  """
+  spe = epoch_layout(cfg, data.train)[1]
+  best = _read_json(os.path.join(workdir, "best", "best.json"))
+  selected_step = best["step"] if best else summary["steps"]
+  epochs = selected_step / spe
+  merged = {k: np.concatenate([data.train[k], data.valid[k]]) for k in data.train}
+  refit_data = dataclasses.replace(data, train=merged, valid=None)
+  steps = max(1, round(epochs * epoch_layout(cfg, merged)[1]))
+  refit_cfg = cfg.replace(refit=False, num_epochs=max(1, math.ceil(epochs)), max_steps=steps)
+  refit_dir = os.path.join(workdir, "refit")
+  old = _read_json(os.path.join(refit_dir, "config.json"))
+  # The run's own config is checked already; a longer run can select other epochs, and
+  # then the refit starts over.
+  if old is not None and (old["max_steps"], old["num_epochs"]) != (steps, refit_cfg.num_epochs):
+    print(f"{refit_dir}: validation now selects {epochs:g} epochs; refitting from scratch")
+    if jax.process_index() == 0:
+      shutil.rmtree(refit_dir)
+  os.makedirs(refit_dir, exist_ok=True)
+  _write_json(os.path.join(refit_dir, "config.json"), refit_cfg.to_dict())
+  result = run(refit_cfg, refit_data, refit_dir, desc=f"{desc} (refit)")
+  out = {f"refit/{k}": v for k, v in result.items()
+         if k.startswith("test/") and isinstance(v, (int, float))}
+  out["refit"] = {"epochs": epochs, "selected_step": selected_step, "steps": steps,
+                  "train_examples": pipeline.num_examples(merged), "summary": result}
+  return out
+
+
+def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train",
+        summary_file: str = "summary.json") -> dict:
+  """Trains one model in `workdir` (resuming), writes its summary to `summary_file`.
+
+  summary.json marks a finished workdir (sweeps skip those), so a run that a later stage
+  follows (--refit) writes its own summary under another name.
+  """
   trainer = Trainer(cfg, data)
-  if done and done.get("steps") == trainer.total_steps:
-    print(f"{workdir}: already trained for {done['steps']} steps; summary.json kept")
-    return done
+  for name in dict.fromkeys((summary_file, "summary.json")):
+    done = _read_json(os.path.join(workdir, name))
+    if done and done.get("steps") == trainer.total_steps:
+      print(f"{workdir}: already trained for {done['steps']} steps; {name} kept")
+      return done
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, "data.json"), data.describe())
     if data.vocab is not None:
@@ -380,13 +456,13 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train") -> 
   info = {"steps": total, "epochs": total / spe, "selected_on": task.best_metric,
           "wall_time_s": time.perf_counter() - t0, "resumed_from": start}
   if trainer.replicas:
-    summary = {**info, **replica_best.summary(final)}
+    summary = {**info, **replica_best.summary(final, total)}
   else:
     best = _read_json(os.path.join(workdir, "best", "best.json")) or {}
     selected = best.get("metrics", final)
     summary = {**info, "best_step": best.get("step", total), **selected, "final": final}
   if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    _write_json(os.path.join(workdir, summary_file), summary)
   return summary
 
 
@@ -399,7 +475,9 @@ class ReplicaBest:
 
   def __init__(self, path: str, replicas: list, metric: str, mode: str):
     self.path, self.replicas, self.metric, self.mode = path, replicas, metric, mode
-    self.best = (_read_json(path) or {}).get("best") if replicas else None
+    self.reset()
+    if replicas:  # nothing saved before the first evaluation (or without validation)
+      self.best = (_read_json(path) or {}).get("best") or self.best
 
   def reset(self) -> None:
     self.best = [None] * len(self.replicas) if self.replicas else None
@@ -416,12 +494,13 @@ class ReplicaBest:
                                              for k, v in evals.items()}}
     _write_json(self.path, {"metric": self.metric, "best": self.best})
 
-  def summary(self, final: dict) -> dict:
+  def summary(self, final: dict, final_step: int) -> dict:
     per_replica = []
     for r, (seed, lr) in enumerate(self.replicas):
-      chosen = self.best[r] or {}
-      per_replica.append({"seed": seed, "learning_rate": lr, **chosen,
-                          "final": {k: float(np.asarray(v)[r]) for k, v in final.items()}})
+      final_r = {k: float(np.asarray(v)[r]) for k, v in final.items()}
+      # No validated step (no validation split, as in a refit): the final metrics.
+      chosen = self.best[r] or {"best_step": final_step, **final_r}
+      per_replica.append({"seed": seed, "learning_rate": lr, **chosen, "final": final_r})
     out = aggregate(per_replica)
     out["replicas"] = out.pop("runs")
     return out

@@ -132,17 +132,22 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, *restored)
 
 
-def test_evaluate_a_run_of_replicas(tmp_path):
+def test_evaluate_a_run_of_replicas_and_its_refit(tmp_path):
   """--vmap_seeds runs: the best/ checkpoint (chosen on the replicas' mean) evaluated for
-  every replica, their mean as the headline."""
+  every replica, their mean as the headline. Its --refit stage, trained without
+  validation, has no best/: the latest checkpoint is evaluated, and says so."""
   train = write_keyword_dataset(tmp_path / "train.txt", 96, seed=0)
   unseen = write_keyword_dataset(tmp_path / "unseen.txt", 30, seed=7)
-  assert run("experiments.train", *tiny_flags(tmp_path, train, vmap_seeds=2)).returncode == 0
-  result = run("experiments.evaluate", f"--workdir={tmp_path / 'wd'}", f"--test_file={unseen}")
-  assert result.returncode == 0, result.stderr
-  line = json.loads(result.stdout.strip().splitlines()[-1])
-  assert isinstance(line["step"], int) and len(line["accuracy/replicas"]) == 2
-  assert line["accuracy"] == pytest.approx(np.mean(line["accuracy/replicas"]))
+  trained = run("experiments.train", *tiny_flags(tmp_path, train, vmap_seeds=2, refit=True))
+  assert trained.returncode == 0, trained.stderr
+  assert "'refit/test/accuracy'" in trained.stdout.splitlines()[-1]
+  for workdir, checkpoint in ((tmp_path / "wd", "best"), (tmp_path / "wd" / "refit", "latest")):
+    result = run("experiments.evaluate", f"--workdir={workdir}", f"--test_file={unseen}")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert isinstance(line["step"], int) and len(line["accuracy/replicas"]) == 2
+    assert line["accuracy"] == pytest.approx(np.mean(line["accuracy/replicas"]))
+    assert line["checkpoint"] == checkpoint
 
 
 def test_evaluate_on_a_file_the_run_never_saw(tmp_path):

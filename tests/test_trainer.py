@@ -9,6 +9,7 @@ import pytest
 
 from nets import config as config_lib
 from nets import embeddings
+from nets import trainer as trainer_lib
 from nets.checkpoint import Checkpoints
 from nets.data import datasets, pipeline
 from nets.errors import ConfigError
@@ -183,6 +184,60 @@ def test_cross_validation_reports_mean_and_std(tmp_path):
   assert summary["test/accuracy_std"] == pytest.approx(np.std(accs))
   assert sorted(p for p in os.listdir(tmp_path / "cv") if p.startswith("fold")) == [
       "fold00", "fold01", "fold02"]
+
+
+def test_refit_trains_on_train_and_valid_for_the_epochs_validation_selected(
+    tmp_path, keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path / "run", train, test, num_epochs=4, refit=True)
+  plain = train_and_evaluate(cfg.replace(refit=False))
+  summary = train_and_evaluate(cfg)  # --refit added to a finished run: the run is kept
+  assert {k: summary[k] for k in plain} == plain
+  wd = tmp_path / "run"
+  data = datasets.prepare(datasets.load_raw(cfg), cfg)
+  best_step = json.loads((wd / "best" / "best.json").read_text())["step"]
+  epochs = best_step / Trainer(cfg, data).steps_per_epoch
+  assert summary["refit"]["selected_step"] == best_step == plain["best_step"]
+  assert summary["refit"]["epochs"] == epochs
+  sizes = json.loads((wd / "refit" / "data.json").read_text())["sizes"]
+  n = lambda split: pipeline.num_examples(getattr(data, split))
+  assert sizes == {"train": n("train") + n("valid"), "test": n("test")}  # no validation
+  refit = json.loads((wd / "refit" / "summary.json").read_text())
+  assert refit["steps"] == summary["refit"]["steps"]
+  assert refit["epochs"] == pytest.approx(epochs, abs=0.5 / refit["steps"] * refit["epochs"])
+  assert summary["refit/test/accuracy"] == refit["test/accuracy"] == refit["final"][
+      "test/accuracy"]  # its final model: nothing selected
+  assert config_lib.from_dict(json.loads((wd / "refit" / "config.json").read_text())).refit is False
+  again = train_and_evaluate(cfg.replace(log_every=7))  # a resumable change: both kept
+  assert again == summary
+
+
+def test_refit_of_replicas_and_of_cross_validation_folds(tmp_path, keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path / "vmap", train, test, num_epochs=2, vmap_seeds=2, refit=True)
+  summary = train_and_evaluate(cfg)
+  # The run's own summary has another name: summary.json (what sweeps take as finished)
+  # comes last, after the refit.
+  run_summary = json.loads((tmp_path / "vmap" / "run_summary.json").read_text())
+  assert {k: summary[k] for k in run_summary} == run_summary
+  replicas = summary["refit"]["summary"]["replicas"]
+  assert [r["test/accuracy"] for r in replicas] == [r["final"]["test/accuracy"]
+                                                   for r in replicas]
+  assert summary["refit/test/accuracy"] == pytest.approx(
+      np.mean([r["test/accuracy"] for r in replicas]))
+  everything = write_keyword_dataset(tmp_path / "all.txt", 60, seed=3)
+  cv = tiny_config(tmp_path / "cv", everything, cv_folds=2, num_epochs=1, refit=True)
+  summary = train_and_evaluate(cv)
+  folds = [f["refit/test/accuracy"] for f in summary["per_fold"]]
+  assert summary["refit/test/accuracy"] == pytest.approx(np.mean(folds))
+  assert os.path.exists(tmp_path / "cv" / "fold01" / "refit" / "summary.json")
+
+
+def test_refit_refuses_streams():
+  stream = datasets.Data(train={"tokens": np.zeros((4, 3))}, valid={"tokens": np.zeros((2, 3))},
+                         test=None, shuffle=False)
+  with pytest.raises(ConfigError, match="--refit=false"):
+    trainer_lib._check_refit(stream)
 
 
 @pytest.mark.parametrize("loss", ["sigmoid_xent", "hinge"])
