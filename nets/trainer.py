@@ -348,6 +348,9 @@ def refit(cfg: Config, data: datasets.Data, workdir: str, summary: dict,
     print(f"{refit_dir}: validation now selects {epochs:g} epochs; refitting from scratch")
     if jax.process_index() == 0:
       shutil.rmtree(refit_dir)
+    if jax.process_count() > 1:  # no host may open the old directory's checkpoints
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("nets refit restart")
   os.makedirs(refit_dir, exist_ok=True)
   _write_json(os.path.join(refit_dir, "config.json"), refit_cfg.to_dict())
   result = run(refit_cfg, refit_data, refit_dir, desc=f"{desc} (refit)")

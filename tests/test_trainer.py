@@ -210,6 +210,13 @@ def test_refit_trains_on_train_and_valid_for_the_epochs_validation_selected(
   assert config_lib.from_dict(json.loads((wd / "refit" / "config.json").read_text())).refit is False
   again = train_and_evaluate(cfg.replace(log_every=7))  # a resumable change: both kept
   assert again == summary
+  # A refit of another length (as when a longer run selects other epochs) starts over.
+  stale = json.loads((wd / "refit" / "config.json").read_text())
+  (wd / "refit" / "config.json").write_text(json.dumps({**stale, "max_steps": 1}))
+  redone = train_and_evaluate(cfg)
+  assert redone["refit"]["summary"]["resumed_from"] == 0
+  assert redone["refit"]["summary"]["wall_time_s"] != summary["refit"]["summary"]["wall_time_s"]
+  assert redone["refit/test/accuracy"] == summary["refit/test/accuracy"]
 
 
 def test_refit_of_replicas_and_of_cross_validation_folds(tmp_path, keyword_files):
