@@ -240,11 +240,15 @@ def test_refit_of_replicas_and_of_cross_validation_folds(tmp_path, keyword_files
   assert os.path.exists(tmp_path / "cv" / "fold01" / "refit" / "summary.json")
 
 
-def test_refit_refuses_streams():
-  stream = datasets.Data(train={"tokens": np.zeros((4, 3))}, valid={"tokens": np.zeros((2, 3))},
-                         test=None, shuffle=False)
-  with pytest.raises(ConfigError, match="--refit=false"):
-    trainer_lib._check_refit(stream)
+@pytest.mark.parametrize("shuffle,valid,message", [
+    (False, {"tokens": np.zeros((2, 3))}, "a stream"),
+    (True, None, "needs training and validation splits"),
+    (True, {"tokens": np.zeros((2, 5))}, "differ in tokens")])
+def test_refit_refuses_data_it_cannot_merge(shuffle, valid, message):
+  data = datasets.Data(train={"tokens": np.zeros((4, 3))}, valid=valid, test=None,
+                       shuffle=shuffle)
+  with pytest.raises(ConfigError, match=f"{message}.*: pass --refit=false"):
+    trainer_lib._check_refit(data)
 
 
 @pytest.mark.parametrize("loss", ["sigmoid_xent", "hinge"])
