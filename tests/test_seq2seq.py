@@ -20,15 +20,6 @@ from tests.conftest import assert_every_param_changed
 WORDS = "a b c d e f g h".split()
 
 
-@pytest.fixture(autouse=True)
-def fast_compiles():
-  """Tiny models: compile time dominates, so skip XLA's heavier passes (flax lm1b test)."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
 class Info:
   def __init__(self, src=11, tgt=9):
     self.info = {"src_vocab_size": src, "tgt_vocab_size": tgt}

@@ -63,8 +63,12 @@ def test_kim_init_trains_the_output_layer_first_then_every_parameter(tmp_path, k
   assert_every_param_changed(init, jax.device_get(state.params))
 
 
-def test_golden_loss(tmp_path, keyword_files):
-  """Catches silent changes to init, data order, dropout rng or the step."""
+@pytest.mark.parametrize("optimized", [False, True], ids=["fast-compile", "xla-optimized"])
+def test_golden_loss(tmp_path, keyword_files, optimized, request):
+  """Catches silent changes to init, data order, dropout rng or the step; also with XLA's
+  optimisation passes, which the rest of the suite skips."""
+  if optimized:
+    request.getfixturevalue("xla_optimizations")
   train, test = keyword_files
   cfg = tiny_config(tmp_path, train, test)
   trainer = trainer_for(cfg)

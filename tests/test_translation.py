@@ -15,7 +15,7 @@ from nets.data import translation
 from nets.errors import ConfigError, DataError
 from nets.trainer import train_and_evaluate
 from tests.conftest import REPO, cli_env, shared_data_dir
-from tests.test_seq2seq import fast_compiles, toy_pairs  # noqa: F401  (autouse fixture)
+from tests.test_seq2seq import toy_pairs
 
 
 def write_lines(path, lines, gz=False):
