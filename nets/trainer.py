@@ -459,7 +459,8 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train",
   info = {"steps": total, "epochs": total / spe, "selected_on": task.best_metric,
           "wall_time_s": time.perf_counter() - t0, "resumed_from": start}
   if trainer.replicas:
-    summary = {**info, **replica_best.summary(final, total)}
+    summary = {**info, **replica_best.summary(
+        final, None if data.valid is not None else total)}
   else:
     best = _read_json(os.path.join(workdir, "best", "best.json")) or {}
     selected = best.get("metrics", final)
@@ -497,12 +498,20 @@ class ReplicaBest:
                                              for k, v in evals.items()}}
     _write_json(self.path, {"metric": self.metric, "best": self.best})
 
-  def summary(self, final: dict, final_step: int) -> dict:
+  def summary(self, final: dict, unvalidated_step: int | None = None) -> dict:
+    """Each replica's selected and final metrics, and their mean and std.
+
+    A run without a validation split (a refit) passes its last step as
+    `unvalidated_step`: each replica then reports its final metrics. Otherwise a replica
+    that never had a finite validation metric (diverged) reports none, and the means
+    leave it out.
+    """
     per_replica = []
     for r, (seed, lr) in enumerate(self.replicas):
       final_r = {k: float(np.asarray(v)[r]) for k, v in final.items()}
-      # No validated step (no validation split, as in a refit): the final metrics.
-      chosen = self.best[r] or {"best_step": final_step, **final_r}
+      chosen = self.best[r] or {}
+      if unvalidated_step is not None:
+        chosen = {"best_step": unvalidated_step, **final_r}
       per_replica.append({"seed": seed, "learning_rate": lr, **chosen, "final": final_r})
     out = aggregate(per_replica)
     out["replicas"] = out.pop("runs")

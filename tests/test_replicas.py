@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nets.trainer import train_and_evaluate
+from nets.trainer import ReplicaBest, train_and_evaluate
 from tests.conftest import tiny_config
 
 
@@ -49,3 +49,18 @@ def test_vmapped_seeds_with_several_steps_per_dispatch(tmp_path, keyword_files):
   for a, b in zip(one["replicas"], three["replicas"]):
     for key, value in a["final"].items():
       assert b["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_a_replica_without_a_finite_validation_metric_is_left_out_of_the_means(tmp_path):
+  """Unless the run has no validation at all (a refit): then every replica reports its
+  final metrics."""
+  best = ReplicaBest(str(tmp_path / "replicas.json"), [(0, 1.0), (1, 1.0)],
+                     "valid/accuracy", "max")
+  best.update(10, {"valid/accuracy": np.array([0.8, np.nan]),
+                   "test/accuracy": np.array([0.7, 0.5])})
+  final = {"test/accuracy": np.array([0.75, 0.5])}
+  selected = best.summary(final)
+  assert selected["test/accuracy"] == pytest.approx(0.7)
+  assert "test/accuracy" not in selected["replicas"][1]
+  assert ReplicaBest(str(tmp_path / "none.json"), [(0, 1.0), (1, 1.0)], "valid/accuracy",
+                     "max").summary(final, unvalidated_step=20)["test/accuracy"] == 0.625
