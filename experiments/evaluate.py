@@ -6,7 +6,6 @@ python -m experiments.evaluate --workdir=DIR --test_src_file=A --test_tgt_file=B
 """
 
 import json
-import os
 
 from absl import flags
 import numpy as np
@@ -44,11 +43,8 @@ def main():
     raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
   if FLAGS.batch_size < 0:
     raise ConfigError(f"--batch_size={FLAGS.batch_size}: must be >= 0")
-  cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
+  cfg, trainer, state, used = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
   step = int(np.max(state.step))  # [R] equal steps for a run of replicas (--vmap_seeds)
-  # A run without validation (a --refit stage) has no best checkpoint: the latest is used.
-  used = ("best" if FLAGS.checkpoint == "best"
-          and os.path.exists(os.path.join(FLAGS.workdir, "best", "best.json")) else "latest")
   kind = datasets.kind(cfg)
   batch_size = FLAGS.batch_size or cfg.batch_size
   if hasattr(kind, "evaluate_files"):  # translation: BLEU and perplexity on parallel files

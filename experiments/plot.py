@@ -120,7 +120,7 @@ def first_conv_kernel(workdir: str, which: str = "best"):
     if json.load(f).get("model") != "convnet":
       return None
   from nets.trainer import restore_for_eval  # pylint: disable=g-import-not-at-top
-  _, _, state = restore_for_eval(workdir, which)
+  state = restore_for_eval(workdir, which)[2]
   import jax  # pylint: disable=g-import-not-at-top
   params = jax.device_get(state.params)
   convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))

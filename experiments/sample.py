@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def sample(workdir: str, prime: str, length: int, temperature: float, seed: int,
            checkpoint: str = "best") -> str:
   """The generated characters (without the prime)."""
-  cfg, trainer, state = trainer_lib.restore_for_eval(workdir, checkpoint)
+  cfg, trainer, state, _ = trainer_lib.restore_for_eval(workdir, checkpoint)
   family = models.get(cfg.model)
   if not hasattr(family, "generate"):
     raise ConfigError(f"{workdir} holds a --model={cfg.model} run; sampling needs a "

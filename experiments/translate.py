@@ -39,7 +39,7 @@ def main():
     raise ConfigError("--workdir is required: the directory of a seq2seq run")
   if FLAGS.checkpoint not in ("best", "latest"):
     raise ConfigError(f"--checkpoint={FLAGS.checkpoint}: must be one of best, latest")
-  cfg, trainer, state = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
+  cfg, trainer, state, _ = trainer_lib.restore_for_eval(FLAGS.workdir, FLAGS.checkpoint)
   if models.get(cfg.model).DATA != "translation":
     raise ConfigError(f"{FLAGS.workdir} holds a --model={cfg.model} run; translation "
                       "needs a seq2seq run")

@@ -315,11 +315,12 @@ def _check_refit(data: datasets.Data) -> None:
   if data.valid is None or data.train is None:
     raise ConfigError("--refit needs training and validation splits (validation selects "
                       "the epochs): pass --refit=false")
-  mismatched = [k for k in data.train if k not in data.valid
-                or data.train[k].shape[1:] != data.valid[k].shape[1:]]
-  if mismatched or set(data.valid) != set(data.train):
+  differ = sorted(k for k in set(data.train) | set(data.valid)
+                  if k not in data.train or k not in data.valid
+                  or data.train[k].shape[1:] != data.valid[k].shape[1:])
+  if differ:
     raise ConfigError(f"--refit cannot merge the train and validation arrays (they differ in "
-                      f"{', '.join(mismatched) or 'fields'}): pass --refit=false")
+                      f"{', '.join(differ)}): pass --refit=false")
 
 
 def refit(cfg: Config, data: datasets.Data, workdir: str, summary: dict,
@@ -369,6 +370,7 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train",
   follows (--refit) writes its own summary under another name.
   """
   trainer = Trainer(cfg, data)
+  # summary.json too: a run that finished before --refit was added to its command.
   for name in dict.fromkeys((summary_file, "summary.json")):
     done = _read_json(os.path.join(workdir, name))
     if done and done.get("steps") == trainer.total_steps:
@@ -596,7 +598,9 @@ def _check_same_experiment(cfg: Config, workdir: str) -> None:
 
 
 def restore_for_eval(workdir: str, which: str = "best"):
-  """(cfg, trainer, state) from a finished or running workdir, for evaluation."""
+  """(cfg, trainer, state, the checkpoint restored) from a finished or running workdir,
+  for evaluation. "best" falls back to "latest" where there is none (a run without
+  validation, such as a --refit stage)."""
   from nets import config as config_lib
   from nets.data import text
   cfg_dict = _read_json(os.path.join(workdir, "config.json"))
@@ -613,11 +617,12 @@ def restore_for_eval(workdir: str, which: str = "best"):
                             best_mode=trainer.task.best_mode)
   state = checkpoints.restore(trainer.abstract_state, which=which)
   if state is None and which == "best":
-    state = checkpoints.restore(trainer.abstract_state, which="latest")
+    which = "latest"
+    state = checkpoints.restore(trainer.abstract_state, which=which)
   checkpoints.close()
   if state is None:
     raise UserError(f"no checkpoint in {workdir}: train first, or pass another --workdir")
-  return cfg, trainer, state
+  return cfg, trainer, state, which
 
 
 def _read_json(path: str):

@@ -186,7 +186,7 @@ def test_tiny_run_learns_resumes_samples_and_evaluates(tmp_path, text_file):
   jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
 
   # Sampling: reproducible for a seed, different for another.
-  cfg, trainer, state = restore_for_eval(full.workdir)
+  cfg, trainer, state, _ = restore_for_eval(full.workdir)
   vocab = chars.vocabulary(trainer.data)
   sample = lambda seed: vocab.decode(lstm_lm.generate(trainer.network, state.params,
                                                       vocab.encode("ann"), 40, 0.8, seed))

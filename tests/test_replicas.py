@@ -1,5 +1,8 @@
 """--vmap_seeds / --vmap_learning_rates: N replicas in one program equal N separate runs."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -64,3 +67,20 @@ def test_a_replica_without_a_finite_validation_metric_is_left_out_of_the_means(t
   assert "test/accuracy" not in selected["replicas"][1]
   assert ReplicaBest(str(tmp_path / "none.json"), [(0, 1.0), (1, 1.0)], "valid/accuracy",
                      "max").summary(final, unvalidated_step=20)["test/accuracy"] == 0.625
+
+
+def test_replicas_resume_from_a_checkpoint_saved_before_any_evaluation(tmp_path,
+                                                                       keyword_files):
+  """--checkpoint_every below --eval_every: a run killed after its first checkpoint has
+  no replicas.json yet; resuming it used to fail on the missing per-replica bests."""
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path / "wd", train, test, vmap_seeds=2, checkpoint_every=2,
+                    eval_every=100)
+  train_and_evaluate(cfg.replace(max_steps=2))
+  wd = tmp_path / "wd"  # as if killed at step 3: only the step-2 checkpoint is written
+  os.remove(wd / "replicas.json")
+  os.remove(wd / "summary.json")
+  shutil.rmtree(wd / "best")
+  summary = train_and_evaluate(cfg)
+  assert summary["resumed_from"] == 2
+  assert all(r["best_step"] == summary["steps"] for r in summary["replicas"])
