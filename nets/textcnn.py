@@ -66,6 +66,11 @@ class Config:
       "over all of it. The same for any batch padding, unlike pooling over a batch's pad.")
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
+  dropout_scaling: str = option(
+      "train", "train: kept units are scaled by 1/(1-p) in training (inverted dropout, "
+      "flax's). test: they are not, and the output is scaled by 1-p at test, as in Kim and "
+      "Hinton et al. (2012); --max_norm then bounds the training-time weights, as in Kim.",
+      choices=("train", "test"))
   weight_init: str = option(
       "kim", "Weight init. kim: Kim's Theano code (convolution kernels U[-0.01, 0.01] "
       "for relu; Glorot uniform for tanh, whose fan-out his code also divides by the "
@@ -115,6 +120,8 @@ class TextCNN(nn.Module):
       pooled.append(pooled_BxF)
     z = jnp.concatenate(pooled, axis=-1)
     z = nn.Dropout(cfg.dropout, deterministic=not train)(z)
+    if cfg.dropout_scaling == "test":  # undoes flax's 1/(1-p) in training; 1-p at test
+      z = z * (1.0 - cfg.dropout)
     return nn.Dense(self.num_outputs, kernel_init=output_init, name="output")(z)
 
 

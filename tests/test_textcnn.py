@@ -158,3 +158,21 @@ def test_dropout_only_in_training():
   a2 = net.apply(params, b, train=True, rng=jax.random.PRNGKey(2))
   assert not np.allclose(a1, a2)
   np.testing.assert_array_equal(net.apply(params, b), net.apply(params, b))
+
+
+def test_dropout_scaling_test_is_kims_convention():
+  """--dropout_scaling=test keeps units unscaled in training and scales by 1-p at test
+  (Kim; Hinton et al. 2012): the same function as inverted dropout whose output weights
+  are 1-p times as large, so --max_norm bounds the training-time weights."""
+  p = 0.5
+  kim = textcnn.build(tiny_textcnn(dropout=p, dropout_scaling="test"), info())
+  inverted = textcnn.build(tiny_textcnn(dropout=p), info())
+  params = kim.init(jax.random.PRNGKey(0))
+  out = params["output"]
+  scaled = {**params, "output": {**out, "kernel": out["kernel"] * (1 - p)}}
+  b, rng = batch([3, 5, 2], 5), jax.random.PRNGKey(3)
+  np.testing.assert_allclose(kim.apply(params, b), inverted.apply(scaled, b),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(kim.apply(params, b, train=True, rng=rng),
+                             inverted.apply(scaled, b, train=True, rng=rng),
+                             rtol=1e-5, atol=1e-6)
