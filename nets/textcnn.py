@@ -67,9 +67,9 @@ class Config:
   dropout: float = option(0.5, "Dropout rate on the penultimate layer.", low=0.0,
                           high=0.99)
   dropout_scaling: str = option(
-      "train", "train: kept units are scaled by 1/(1-p) in training (inverted dropout, "
-      "flax's). test: they are not, and the output is scaled by 1-p at test, as in Kim and "
-      "Hinton et al. (2012); --max_norm then bounds the training-time weights, as in Kim.",
+      "train", "train: kept features are scaled by 1/(1-p) in training (inverted dropout, "
+      "flax's). test: they are not, and all features are scaled by 1-p at test, as in Kim "
+      "and Hinton et al. (2012); --max_norm then bounds the training-time weights, as Kim's.",
       choices=("train", "test"))
   weight_init: str = option(
       "kim", "Weight init. kim: Kim's Theano code (convolution kernels U[-0.01, 0.01] "
