@@ -293,7 +293,7 @@ def train_and_evaluate(cfg: Config, workdir: str | None = None) -> dict:
       folds.append(train_split(cfg, datasets.prepare(raw, cfg, fold), fold_dir,
                                desc=f"fold {fold + 1}/{cfg.cv_folds}"))
     summary = cross_validation_summary(folds)
-  _write_json(os.path.join(workdir, "summary.json"), summary)
+    _write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 
 
