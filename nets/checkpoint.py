@@ -16,8 +16,9 @@ class Checkpoints:
   """`latest/` keeps the last `keep` states; `best/` keeps the one with the best metric."""
 
   def __init__(self, workdir: str, keep: int = 3, best_metric: str = "valid/accuracy",
-               best_mode: str = "max"):
+               best_mode: str = "max", best_on_tie: str = "earlier"):
     self.best_metric, self.best_mode = best_metric, best_mode
+    self.best_on_tie = best_on_tie
     root = os.path.abspath(workdir)
     self.latest = ocp.CheckpointManager(
         os.path.join(root, "checkpoints"),
@@ -43,9 +44,8 @@ class Checkpoints:
     self.latest.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def is_better(self, value: float) -> bool:
-    if self.best_value is None:
-      return True
-    return value > self.best_value if self.best_mode == "max" else value < self.best_value
+    return self.best_value is None or is_better(value, self.best_value, self.best_mode,
+                                                 self.best_on_tie)
 
   def save_if_best(self, step: int, state, metrics: dict) -> bool:
     value = metrics.get(self.best_metric)
@@ -72,3 +72,10 @@ class Checkpoints:
     for m in (self.latest, self.best):
       m.wait_until_finished()
       m.close()
+
+
+def is_better(value: float, best: float, mode: str = "max", on_tie: str = "earlier") -> bool:
+  """Whether `value` replaces `best`; on a tie only when on_tie is "later"."""
+  if value == best:
+    return on_tie == "later"
+  return value > best if mode == "max" else value < best

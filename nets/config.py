@@ -167,6 +167,11 @@ class Config:
       0, "Save a checkpoint every N steps (0: at every evaluation).", low=0)
   keep_checkpoints: int = option(3, "Keep this many latest checkpoints (plus the best).",
                                  low=1)
+  best_on_tie: str = option(
+      "earlier", "Which evaluation wins when the validation metric equals the best so "
+      "far (selecting best/ and the reported metrics): earlier keeps the first; later "
+      "takes the newest, as Kim's (2014) code does (if val_perf >= best_val_perf).",
+      choices=("earlier", "later"))
   progress: bool = option(True, "Show a progress bar on the terminal.")
   tensorboard: bool = option(True, "Write TensorBoard event files into the workdir.")
 

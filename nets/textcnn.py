@@ -34,10 +34,11 @@ TOKEN_TABLES = ("embed", "frozen_embed")
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 PAD = 0
 
-# Kim (2014): Adadelta (rho 0.95), batch 50, dropout 0.5, max-norm 3, 25 epochs. Not
-# Kim's: words seen once map to <unk>, so <unk> is trained (chosen on TREC validation).
+# Kim (2014): Adadelta (rho 0.95), batch 50, dropout 0.5, max-norm 3, 25 epochs, and his
+# code's selection (a validation tie goes to the later epoch). Not Kim's: words seen once
+# map to <unk>, so <unk> is trained (chosen on TREC validation).
 DEFAULTS = dict(optimizer="adadelta", learning_rate=1.0, batch_size=50, num_epochs=25,
-                max_norm=3.0, min_freq=2)
+                max_norm=3.0, min_freq=2, best_on_tie="later")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ import optax
 from tqdm import tqdm
 
 from nets import models, optim, parallel, regularizers, sparse, tasks
-from nets.checkpoint import Checkpoints
+from nets.checkpoint import Checkpoints, is_better
 from nets.config import Config, resolve_workdir
 from nets.data import datasets, pipeline
 from nets.errors import ConfigError, UserError
@@ -382,10 +382,10 @@ def run(cfg: Config, data: datasets.Data, workdir: str, desc: str = "train",
       data.vocab.save(os.path.join(workdir, "vocab.txt"))
 
   task = trainer.task
-  checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints,
-                            best_metric=task.best_metric, best_mode=task.best_mode)
+  checkpoints = Checkpoints(workdir, keep=cfg.keep_checkpoints, best_metric=task.best_metric,
+                            best_mode=task.best_mode, best_on_tie=cfg.best_on_tie)
   replica_best = ReplicaBest(os.path.join(workdir, "replicas.json"), trainer.replicas,
-                             task.best_metric, task.best_mode)
+                             task.best_metric, task.best_mode, cfg.best_on_tie)
   writer = MetricWriter(workdir, tensorboard=cfg.tensorboard)
   start = checkpoints.latest_step()
   if start is None:
@@ -479,8 +479,10 @@ class ReplicaBest:
   would have selected on its own, so the summary equals that of separate runs.
   """
 
-  def __init__(self, path: str, replicas: list, metric: str, mode: str):
+  def __init__(self, path: str, replicas: list, metric: str, mode: str,
+               on_tie: str = "earlier"):
     self.path, self.replicas, self.metric, self.mode = path, replicas, metric, mode
+    self.on_tie = on_tie
     self.reset()
     if replicas:  # nothing saved before the first evaluation (or without validation)
       self.best = (_read_json(path) or {}).get("best") or self.best
@@ -493,8 +495,7 @@ class ReplicaBest:
       return
     for r, value in enumerate(np.asarray(evals[self.metric], np.float64)):
       old = self.best[r]
-      better = old is None or (value > old[self.metric] if self.mode == "max"
-                               else value < old[self.metric])
+      better = old is None or is_better(value, old[self.metric], self.mode, self.on_tie)
       if math.isfinite(value) and better:
         self.best[r] = {"best_step": step, **{k: float(np.asarray(v)[r])
                                              for k, v in evals.items()}}

@@ -29,6 +29,31 @@ def final_params(workdir, cfg):
   return jax.device_get(state.params), int(state.step)
 
 
+@pytest.mark.parametrize("on_tie, selected", [("earlier", 1), ("later", 2)])
+def test_a_validation_tie_selects_the_earlier_or_the_later_evaluation(tmp_path, on_tie,
+                                                                      selected):
+  """Kim's code takes the later epoch on a tie (`if val_perf >= best_val_perf`); the
+  replicas' own bests follow the same rule as best/."""
+  ckpt = Checkpoints(str(tmp_path), best_on_tie=on_tie)
+  replicas = trainer_lib.ReplicaBest(str(tmp_path / "replicas.json"), [(0, 1.0)],
+                                     "valid/accuracy", "max", on_tie)
+  for step, acc in ((1, 0.8), (2, 0.8), (3, 0.7)):
+    ckpt.save_if_best(step, {"w": np.full(2, step, np.float32)}, {"valid/accuracy": acc})
+    replicas.update(step, {"valid/accuracy": np.array([acc])})
+  assert ckpt.best_step == selected
+  assert replicas.best[0]["best_step"] == selected
+  restored = ckpt.restore({"w": jax.ShapeDtypeStruct((2,), np.float32)}, which="best")
+  np.testing.assert_array_equal(restored["w"], [selected, selected])
+  ckpt.close()
+
+
+def test_textcnn_selects_as_kim_and_other_families_keep_the_first_best():
+  from nets import convnet, textcnn
+  assert textcnn.DEFAULTS["best_on_tie"] == "later"
+  assert "best_on_tie" not in convnet.DEFAULTS
+  assert config_lib.Config().best_on_tie == "earlier"
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_one_step_changes_every_parameter(tmp_path, keyword_files, sparse):
   train, test = keyword_files
