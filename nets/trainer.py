@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from nets import models, optim, parallel, regularizers, sparse, tasks
 from nets.checkpoint import Checkpoints, is_better
-from nets.config import Config, resolve_workdir
+from nets.config import Config, from_dict, resolve_workdir
 from nets.data import datasets, pipeline
 from nets.errors import ConfigError, UserError
 from nets.metrics_writer import MetricWriter
@@ -589,6 +589,9 @@ def _check_same_experiment(cfg: Config, workdir: str) -> None:
   old = _read_json(os.path.join(workdir, "config.json"))
   if old is None:
     return
+  # An option added since that run was written is missing from its config.json; the run
+  # behaved as the option's default, which from_dict fills in.
+  old = json.loads(json.dumps(from_dict(old).to_dict()))
   new = json.loads(json.dumps(cfg.to_dict()))
   changed = sorted(k for k in set(old) | set(new)
                    if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))

@@ -203,6 +203,22 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path, keyword_fil
     train_and_evaluate(cfg.replace(learning_rate=0.5))
 
 
+def test_a_run_from_before_an_option_existed_resumes_with_its_default(tmp_path,
+                                                                      keyword_files):
+  """A config.json without a newer option (here best_on_tie) ran as that option's
+  default: the same flags resume it, another value of the option is refused."""
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test, max_steps=2)
+  first = train_and_evaluate(cfg)
+  path = tmp_path / "config.json"
+  old = json.loads(path.read_text())
+  del old["best_on_tie"]
+  path.write_text(json.dumps(old))
+  assert train_and_evaluate(cfg) == first
+  with pytest.raises(ConfigError, match="differs in: best_on_tie"):
+    train_and_evaluate(cfg.replace(best_on_tie="later"))
+
+
 def test_cross_validation_reports_mean_and_std(tmp_path):
   train = write_keyword_dataset(tmp_path / "all.txt", 90, seed=3)
   cfg = tiny_config(tmp_path / "cv", train, cv_folds=3, num_epochs=2)
