@@ -605,14 +605,13 @@ def restore_for_eval(workdir: str, which: str = "best"):
   """(cfg, trainer, state, the checkpoint restored) from a finished or running workdir,
   for evaluation. "best" falls back to "latest" where there is none (a run without
   validation, such as a --refit stage)."""
-  from nets import config as config_lib
   from nets.data import text
   cfg_dict = _read_json(os.path.join(workdir, "config.json"))
   info = _read_json(os.path.join(workdir, "data.json"))
   if cfg_dict is None or info is None:
     raise UserError(f"{workdir} is not a training workdir (no config.json/data.json): pass "
                     "the --workdir of a run of experiments.train")
-  cfg = config_lib.from_dict(cfg_dict)
+  cfg = from_dict(cfg_dict)
   vocab_path = os.path.join(workdir, "vocab.txt")
   vocab = text.Vocab.load(vocab_path) if os.path.exists(vocab_path) else None
   data = datasets.Data.from_description(info, vocab)
