@@ -94,6 +94,12 @@ class Config:
   bucket_by_length: bool = option(
       True, "Batch sentences of similar length together and pad each batch only to its "
       "bucket (8, 16, 32, ... tokens): same results per sentence, much less padding.")
+  batch_order: str = option(
+      "reshuffle", "reshuffle: a new random order of the training examples every epoch "
+      "(an epoch's remainder is dropped). fixed: Kim's code, one random partition into "
+      "batches kept for the whole run, the last filled with random duplicates, and only "
+      "the order of the batches shuffled each epoch (per length bucket, if bucketing).",
+      choices=("reshuffle", "fixed"))
   min_freq: int = option(1, "Drop words seen fewer times in training (they map to <unk>).", low=1)
   phrases: bool = option(
       True, "SST only: train on every labelled phrase of the training trees, as Kim does "

@@ -125,7 +125,12 @@ def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=No
   return init
 
 
-def epoch_layout(cfg: Config, train: dict | None) -> tuple[tuple, int]:
+def batch_order(cfg: Config, shuffle: bool = True) -> str:
+  """Streams (unshuffled data) are read in order whatever --batch_order says."""
+  return cfg.batch_order if shuffle else "reshuffle"
+
+
+def epoch_layout(cfg: Config, train: dict | None, shuffle: bool = True) -> tuple[tuple, int]:
   """(length buckets, steps per epoch) of training on `train`. Evaluation-only trainers
   (no training split) still need a step count for schedules: 1."""
   if train is None:
@@ -133,7 +138,8 @@ def epoch_layout(cfg: Config, train: dict | None) -> tuple[tuple, int]:
   buckets = ()
   if cfg.bucket_by_length and "length" in train:
     buckets = pipeline.bucket_lengths(train["tokens"].shape[1])
-  return buckets, pipeline.steps_per_epoch(train, cfg.batch_size, buckets)
+  return buckets, pipeline.steps_per_epoch(train, cfg.batch_size, buckets,
+                                           batch_order(cfg, shuffle))
 
 
 class Trainer:
@@ -144,7 +150,7 @@ class Trainer:
     self.family = models.get(cfg.model)
     self.mesh = mesh or parallel.make_mesh()
     parallel.check_batch_size(cfg.batch_size, self.mesh)
-    self.buckets, self.steps_per_epoch = epoch_layout(cfg, data.train)
+    self.buckets, self.steps_per_epoch = epoch_layout(cfg, data.train, data.shuffle)
     if self.steps_per_epoch == 0:
       raise ConfigError(f"--batch_size={cfg.batch_size} is larger than the "
                         f"{pipeline.num_examples(data.train)} training examples")
@@ -235,7 +241,8 @@ class Trainer:
     rows = parallel.local_slice(self.cfg.batch_size)
     seeds = [seed for seed, _ in self.replicas] or [self.cfg.seed]
     its = [pipeline.train_batches(self.data.train, self.cfg.batch_size, seed, start_step,
-                                  rows, self.buckets, shuffle=self.data.shuffle)
+                                  rows, self.buckets, shuffle=self.data.shuffle,
+                                  order=batch_order(self.cfg, self.data.shuffle))
            for seed in seeds]
     if not self.replicas:
       return its[0]

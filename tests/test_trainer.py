@@ -1,5 +1,6 @@
 """The trainer's contract: every parameter learns, runs are reproducible and resumable."""
 
+import dataclasses
 import json
 import os
 
@@ -338,22 +339,75 @@ def test_mock_tfds_end_to_end(tmp_path):
   assert 0.0 <= summary["test/accuracy"] <= 1.0
 
 
-def test_data_order_depends_only_on_seed_and_step():
+def _sentences(n=200, max_len=40):
   rng = np.random.default_rng(0)
-  lengths = rng.integers(1, 40, 200).astype(np.int32)
-  arrays = {"tokens": rng.integers(2, 50, (200, 40)).astype(np.int32), "length": lengths,
-            "label": rng.integers(0, 2, 200).astype(np.int32)}
+  return {"tokens": rng.integers(2, 50, (n, max_len)).astype(np.int32),
+          "length": rng.integers(1, max_len, n).astype(np.int32),
+          "label": rng.integers(0, 2, n).astype(np.int32)}
+
+
+@pytest.mark.parametrize("order", ["reshuffle", "fixed"])
+def test_data_order_depends_only_on_seed_and_step(order):
+  arrays = _sentences()
   buckets = pipeline.bucket_lengths(40)
-  spe = pipeline.steps_per_epoch(arrays, 8, buckets)
-  from_zero = pipeline.train_batches(arrays, 8, seed=1, start_step=0, buckets=buckets)
+  spe = pipeline.steps_per_epoch(arrays, 8, buckets, order)
+  from_zero = pipeline.train_batches(arrays, 8, seed=1, start_step=0, buckets=buckets,
+                                     order=order)
   batches = [next(from_zero) for _ in range(2 * spe + 3)]
-  resumed = pipeline.train_batches(arrays, 8, seed=1, start_step=spe + 2, buckets=buckets)
+  resumed = pipeline.train_batches(arrays, 8, seed=1, start_step=spe + 2, buckets=buckets,
+                                   order=order)
   for expected in batches[spe + 2:]:
     got = next(resumed)
     for k in expected:
       np.testing.assert_array_equal(got[k], expected[k])
   for b in batches:  # each batch padded only to its bucket, long enough for its sentences
     assert b["tokens"].shape[1] in buckets and b["length"].max() <= b["tokens"].shape[1]
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_fixed_order_keeps_kims_batches_and_shuffles_only_their_order(bucketed):
+  """Kim's code: one partition into batches for the whole run, the last batch (of each
+  bucket) filled with random duplicates, so every example is seen every epoch."""
+  arrays = _sentences(n=203)
+  buckets = pipeline.bucket_lengths(40) if bucketed else ()
+  epochs = [pipeline.epoch_batches(arrays, 8, seed=3, epoch=e, buckets=buckets,
+                                   order="fixed") for e in range(3)]
+  spe = pipeline.steps_per_epoch(arrays, 8, buckets, "fixed")
+  as_set = lambda batches: {(tuple(sorted(idx)), length) for idx, length in batches}
+  for batches in epochs:
+    assert len(batches) == spe
+    assert all(len(idx) == 8 for idx, _ in batches)
+    assert as_set(batches) == as_set(epochs[0])
+    counts = np.bincount(np.concatenate([idx for idx, _ in batches]), minlength=203)
+    assert counts.min() >= 1 and counts.sum() == spe * 8
+    for idx, length in batches:
+      if length is not None:  # one bucket per batch, padded to that bucket
+        assert arrays["length"][idx].max() <= length
+        of = np.searchsorted(buckets, np.maximum(arrays["length"][idx], 1))
+        assert set(of) == {buckets.index(length)}
+  assert [tuple(i) for i, _ in epochs[0]] != [tuple(i) for i, _ in epochs[1]]
+  if not bucketed:
+    assert spe == 26 and np.sum(counts > 1) == 26 * 8 - 203  # 5 duplicates
+  reshuffled = [pipeline.epoch_batches(arrays, 8, seed=3, epoch=e, buckets=buckets)
+                for e in range(2)]
+  assert as_set(reshuffled[0]) != as_set(reshuffled[1])
+
+
+def test_the_trainer_feeds_fixed_batches_and_counts_the_filled_last_one(tmp_path,
+                                                                      keyword_files):
+  train, test = keyword_files
+  cfg = tiny_config(tmp_path, train, test, batch_size=10, batch_order="fixed",
+                    bucket_by_length=False)
+  data = datasets.prepare(datasets.load_raw(cfg), cfg)
+  trainer = Trainer(cfg, data)
+  n = pipeline.num_examples(data.train)
+  assert n % 10 and trainer.steps_per_epoch == -(-n // 10)
+  expected = pipeline.epoch_batches(data.train, 10, cfg.seed, 1, order="fixed")
+  fed = trainer._host_batches(trainer.steps_per_epoch)
+  for idx, _ in expected:
+    np.testing.assert_array_equal(next(fed)["tokens"], data.train["tokens"][idx])
+  streams = Trainer(cfg, dataclasses.replace(data, shuffle=False))
+  assert streams.steps_per_epoch == n // 10  # a stream is read in order, whatever the flag
 
 
 def test_eval_batches_cover_every_example_once():

@@ -3,7 +3,12 @@
 The classic datasets here fit in host memory, so a batch is a numpy slice of a
 seeded permutation: a resumed run at step s reads exactly the batches an
 uninterrupted run would, and shapes are static (training drops the remainder of an
-epoch; evaluation pads the last batch and masks the padding).
+epoch, or with fixed batches fills it with duplicates; evaluation pads the last batch
+and masks the padding).
+
+Two orders: `reshuffle` (a new permutation every epoch) and `fixed` (Kim's code: one
+permutation cut into batches once, the last filled with randomly chosen duplicates, and
+only the order of the batches shuffled each epoch).
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ def bucket_lengths(max_len: int, smallest: int = 8) -> tuple:
   return tuple(lengths) + (max_len,)
 
 
-def steps_per_epoch(arrays: dict, batch_size: int, buckets: tuple = ()) -> int:
+def steps_per_epoch(arrays: dict, batch_size: int, buckets: tuple = (),
+                    order: str = "reshuffle") -> int:
+  def batches(count):
+    return -(-count // batch_size) if order == "fixed" else count // batch_size
   if not buckets:
-    return num_examples(arrays) // batch_size
+    return int(batches(num_examples(arrays)))
   counts = np.bincount(_bucket_of(arrays["length"], buckets), minlength=len(buckets))
-  return int(sum(c // batch_size for c in counts))
+  return int(sum(batches(c) for c in counts))
 
 
 def _bucket_of(lengths: np.ndarray, buckets: tuple) -> np.ndarray:
@@ -39,28 +47,43 @@ def _bucket_of(lengths: np.ndarray, buckets: tuple) -> np.ndarray:
 
 
 def epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int,
-                  buckets: tuple = (), shuffle: bool = True) -> list:
+                  buckets: tuple = (), shuffle: bool = True,
+                  order: str = "reshuffle") -> list:
   """(indices, padded length) of every batch of one epoch, in training order.
 
   With buckets, each batch holds sentences of one length bucket (padded only to that
   bucket's length) and the batches of all buckets are shuffled together; a bucket's
-  remainder is dropped, a different one each epoch.
+  remainder is dropped, a different one each epoch (with `fixed`, filled, per bucket).
   """
   n = num_examples(arrays)
+  fixed = order == "fixed" and shuffle
   # Unshuffled order is for streams (truncated BPTT): row i of batch s+1 continues row i
   # of batch s.
-  perm = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
-  if not buckets:
-    return [(perm[i * batch_size:(i + 1) * batch_size], None)
-            for i in range(n // batch_size)]
-  of = _bucket_of(arrays["length"][perm], buckets)
+  perm = epoch_permutation(n, seed, 0 if fixed else epoch) if shuffle else np.arange(n)
+  groups = [(perm, None)]
+  if buckets:
+    of = _bucket_of(arrays["length"][perm], buckets)
+    groups = [(perm[of == b], length) for b, length in enumerate(buckets)]
   batches = []
-  for b, length in enumerate(buckets):
-    members = perm[of == b]
+  for b, (members, length) in enumerate(groups):
+    if fixed:
+      members = _fill(members, batch_size, np.random.default_rng([seed, b, 2]))
     batches += [(members[i * batch_size:(i + 1) * batch_size], length)
                 for i in range(len(members) // batch_size)]
-  order = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
-  return [batches[i] for i in order]
+  if not buckets and not fixed:
+    return batches
+  shuffled = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+  return [batches[i] for i in shuffled]
+
+
+def _fill(members: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+  """Kim's extra_data: pads `members` to whole batches with randomly chosen duplicates
+  (distinct while they last), then deals everything into a random order."""
+  missing = -len(members) % batch_size
+  if not missing or not len(members):
+    return members
+  extra = np.resize(rng.permutation(members), missing)
+  return rng.permutation(np.concatenate([members, extra]))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -69,15 +92,15 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_batches(arrays: dict, batch_size: int, seed: int, start_step: int = 0,
                   rows: slice = slice(None), buckets: tuple = (),
-                  shuffle: bool = True) -> Iterator[dict]:
+                  shuffle: bool = True, order: str = "reshuffle") -> Iterator[dict]:
   """Endless training batches from `start_step` on; `rows` picks this process's share."""
-  per_epoch = steps_per_epoch(arrays, batch_size, buckets)
+  per_epoch = steps_per_epoch(arrays, batch_size, buckets, order)
   step = start_step
   epoch, batches = None, None
   while True:
     if step // per_epoch != epoch:
       epoch = step // per_epoch
-      batches = epoch_batches(arrays, batch_size, seed, epoch, buckets, shuffle)
+      batches = epoch_batches(arrays, batch_size, seed, epoch, buckets, shuffle, order)
     idx, length = batches[step % per_epoch]
     idx = idx[rows]
     batch = {k: v[idx] for k, v in arrays.items()}
