@@ -125,11 +125,6 @@ def init_state(network: models.Network, tx, sparse_tables: tuple = (), row_tx=No
   return init
 
 
-def batch_order(cfg: Config, shuffle: bool = True) -> str:
-  """Streams (unshuffled data) are read in order whatever --batch_order says."""
-  return cfg.batch_order if shuffle else "reshuffle"
-
-
 def epoch_layout(cfg: Config, train: dict | None, shuffle: bool = True) -> tuple[tuple, int]:
   """(length buckets, steps per epoch) of training on `train`. Evaluation-only trainers
   (no training split) still need a step count for schedules: 1."""
@@ -138,8 +133,8 @@ def epoch_layout(cfg: Config, train: dict | None, shuffle: bool = True) -> tuple
   buckets = ()
   if cfg.bucket_by_length and "length" in train:
     buckets = pipeline.bucket_lengths(train["tokens"].shape[1])
-  return buckets, pipeline.steps_per_epoch(train, cfg.batch_size, buckets,
-                                           batch_order(cfg, shuffle))
+  order = pipeline.effective_order(cfg.batch_order, shuffle)
+  return buckets, pipeline.steps_per_epoch(train, cfg.batch_size, buckets, order)
 
 
 class Trainer:
@@ -242,7 +237,7 @@ class Trainer:
     seeds = [seed for seed, _ in self.replicas] or [self.cfg.seed]
     its = [pipeline.train_batches(self.data.train, self.cfg.batch_size, seed, start_step,
                                   rows, self.buckets, shuffle=self.data.shuffle,
-                                  order=batch_order(self.cfg, self.data.shuffle))
+                                  order=self.cfg.batch_order)
            for seed in seeds]
     if not self.replicas:
       return its[0]

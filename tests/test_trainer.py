@@ -1,6 +1,7 @@
 """The trainer's contract: every parameter learns, runs are reproducible and resumable."""
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -391,6 +392,13 @@ def test_fixed_order_keeps_kims_batches_and_shuffles_only_their_order(bucketed):
   reshuffled = [pipeline.epoch_batches(arrays, 8, seed=3, epoch=e, buckets=buckets)
                 for e in range(2)]
   assert as_set(reshuffled[0]) != as_set(reshuffled[1])
+
+
+def test_a_stream_is_read_in_order_whatever_the_batch_order():
+  arrays = {"tokens": np.arange(21)[:, None]}
+  read = lambda order: [b["tokens"][:, 0].tolist() for b in itertools.islice(
+      pipeline.train_batches(arrays, 8, seed=0, shuffle=False, order=order), 6)]
+  assert read("fixed") == read("reshuffle") == [list(range(8)), list(range(8, 16))] * 3
 
 
 def test_the_trainer_feeds_fixed_batches_and_counts_the_filled_last_one(tmp_path,

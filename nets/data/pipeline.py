@@ -90,10 +90,16 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def effective_order(order: str, shuffle: bool) -> str:
+  """Streams (unshuffled data, truncated BPTT) are read in order whatever `order` says."""
+  return order if shuffle else "reshuffle"
+
+
 def train_batches(arrays: dict, batch_size: int, seed: int, start_step: int = 0,
                   rows: slice = slice(None), buckets: tuple = (),
                   shuffle: bool = True, order: str = "reshuffle") -> Iterator[dict]:
   """Endless training batches from `start_step` on; `rows` picks this process's share."""
+  order = effective_order(order, shuffle)
   per_epoch = steps_per_epoch(arrays, batch_size, buckets, order)
   step = start_step
   epoch, batches = None, None
