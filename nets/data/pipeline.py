@@ -56,7 +56,7 @@ def epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int,
   remainder is dropped, a different one each epoch (with `fixed`, filled, per bucket).
   """
   n = num_examples(arrays)
-  fixed = order == "fixed" and shuffle
+  fixed = effective_order(order, shuffle) == "fixed"
   # Unshuffled order is for streams (truncated BPTT): row i of batch s+1 continues row i
   # of batch s.
   perm = epoch_permutation(n, seed, 0 if fixed else epoch) if shuffle else np.arange(n)
