@@ -27,15 +27,6 @@ from nets import trainer as trainer_lib
 from nets.data import text
 
 
-def accuracy(network, params, arrays, batch_size=500):
-  correct = 0
-  for i in range(0, len(arrays["label"]), batch_size):
-    batch = {k: v[i:i + batch_size] for k, v in arrays.items()}
-    logits = network.apply(params, batch, train=False)
-    correct += int((np.asarray(logits).argmax(-1) == batch["label"]).sum())
-  return correct / len(arrays["label"])
-
-
 def evaluate(workdir) -> dict:
   cfg, trainer, state, which = trainer_lib.restore_for_eval(workdir, "best")
   splits = text.make_splits(text.load_raw(cfg), seed=cfg.data_seed,
@@ -63,8 +54,8 @@ def evaluate(workdir) -> dict:
       for j, w in enumerate(tokens[:max_len]):
         if w in ids:
           kim["tokens"][i, j] = ids[w]
-    result[f"{name}/as_trained"] = accuracy(trainer.network, params, as_trained)
-    result[f"{name}/kim_vocab"] = accuracy(trainer.network, kim_params, kim)
+    result[f"{name}/as_trained"] = trainer.evaluate(params, as_trained)["accuracy"]
+    result[f"{name}/kim_vocab"] = trainer.evaluate(kim_params, kim)["accuracy"]
   return result
 
 
