@@ -37,23 +37,19 @@ def evaluate(workdir) -> dict:
                    for w in tokens} - seen)
   params = jax.device_get(state.params)
   table = np.asarray(params["embed"]["embedding"])
-  ids = {w: len(table) + i for i, w in enumerate(unseen)}
   rows = np.zeros((len(unseen), table.shape[1]), np.float32)
   for i, w in enumerate(unseen):
     rows[i] = np.random.default_rng([1000 + cfg.seed, zlib.crc32(w.encode())]).uniform(
         -0.25, 0.25, table.shape[1])
   kim_params = {**params, "embed": {"embedding": np.concatenate([table, rows])}}
   vocab, max_len = trainer.data.vocab, trainer.data.max_len
+  kim_vocab = text.Vocab([*vocab.itos, *unseen])  # unseen words after the trained rows
   result = {"workdir": workdir, "seed": cfg.seed, "checkpoint": which,
             "unseen_words": len(unseen)}
   for name in ("valid", "test"):
     examples = getattr(splits, name)
     as_trained = text.encode(examples, vocab, max_len)
-    kim = dict(as_trained, tokens=as_trained["tokens"].copy())
-    for i, (tokens, _) in enumerate(examples):
-      for j, w in enumerate(tokens[:max_len]):
-        if w in ids:
-          kim["tokens"][i, j] = ids[w]
+    kim = text.encode(examples, kim_vocab, max_len)
     result[f"{name}/as_trained"] = trainer.evaluate(params, as_trained)["accuracy"]
     result[f"{name}/kim_vocab"] = trainer.evaluate(kim_params, kim)["accuracy"]
   return result
